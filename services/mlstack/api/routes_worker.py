@@ -1,0 +1,106 @@
+"""Worker-only endpoints (own token, hidden from the OpenAPI schema)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi.responses import JSONResponse
+
+from mlstack import messages
+from mlstack.api.auth import require_worker
+from mlstack.api.schemas import DeregisterRequest, RegisterRequest, ResultRequest, StartRequest
+from mlstack.api.services import ServicesDep
+from mlstack.broker import queue_name
+from mlstack.jobstore import StartOutcome, StoreError
+from mlstack.settings import WORKER_ID_PATTERN
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/worker", include_in_schema=False, dependencies=[Depends(require_worker)])
+FINAL_STATUSES = ("Done", "Error")
+JobId = Annotated[str, Path(min_length=1, max_length=100)]
+
+
+def _unavailable() -> HTTPException:
+    # 503 tells the worker to keep the message and retry later.
+    return HTTPException(status_code=503, detail="job store unavailable")
+
+
+@router.post("/register")
+async def register(body: RegisterRequest, services: ServicesDep) -> JSONResponse:
+    if not WORKER_ID_PATTERN.match(body.worker_id):
+        raise HTTPException(status_code=422, detail="worker_id: use 1-100 characters from [A-Za-z0-9_-]")
+    queues = {model.name: queue_name(model.name) for model in body.models}
+    try:
+        await services.store.register_worker(
+            body.worker_id, [(m.name, m.version) for m in body.models], queues, time.time()
+        )
+    except StoreError as exc:
+        raise _unavailable() from exc
+    for name in queues:
+        services.forget_model(name)
+    return JSONResponse({"queues": queues})
+
+
+@router.post("/deregister")
+async def deregister(body: DeregisterRequest, services: ServicesDep) -> JSONResponse:
+    if not WORKER_ID_PATTERN.match(body.worker_id):
+        raise HTTPException(status_code=422, detail="worker_id: use 1-100 characters from [A-Za-z0-9_-]")
+    try:
+        await services.store.deregister_worker(body.worker_id)
+    except StoreError as exc:
+        raise _unavailable() from exc
+    return JSONResponse({"ok": True})
+
+
+@router.post("/jobs/{job_id}/start")
+async def start_job(
+    job_id: JobId, body: StartRequest, services: ServicesDep
+) -> JSONResponse:
+    now = time.time()
+    try:
+        outcome = await services.store.start_job(job_id, now)
+        if outcome is StartOutcome.EXPIRED:
+            job = await services.store.get_job(job_id)
+            ttl_ms = int(job.get("ttl_ms", 0)) if job else 0
+            await services.store.expire_job(job_id, messages.job_expired(ttl_ms), now)
+    except StoreError as exc:
+        raise _unavailable() from exc
+    if outcome is StartOutcome.RUN:
+        return JSONResponse({"run": True})
+    log.info("job %s not started for worker %s: %s", job_id, body.worker_id, outcome.value)
+    return JSONResponse({"run": False, "reason": outcome.value})
+
+
+@router.post("/jobs/{job_id}/result")
+async def job_result(
+    job_id: JobId, body: ResultRequest, services: ServicesDep
+) -> JSONResponse:
+    if body.status not in FINAL_STATUSES:
+        raise HTTPException(status_code=422, detail=f"status must be one of {list(FINAL_STATUSES)}")
+    now = time.time()
+    try:
+        job = await services.store.get_job(job_id)
+        if job is None:
+            return JSONResponse({"accepted": False, "reason": StartOutcome.UNKNOWN.value})
+        response: Any = body.response
+        if job.get("method") == "get_feedback" and body.status == "Done":
+            response = {"model_metrics": response, "api_metrics": job.get("api_metrics", {})}
+        fields = {
+            "status": body.status,
+            "response": response,
+            "model_version": body.model_version,
+            "queue_response_time_sec": body.queue_response_time_sec,
+            "total_response_time_sec": now - float(job.get("datetime", now)),
+            "finished_at": now,
+        }
+        outcome = await services.store.finish_job(job_id, fields, now)
+        if outcome is StartOutcome.EXPIRED:
+            await services.store.expire_job(job_id, messages.job_expired(int(job.get("ttl_ms", 0))), now)
+    except StoreError as exc:
+        raise _unavailable() from exc
+    if outcome is StartOutcome.RUN:
+        return JSONResponse({"accepted": True})
+    return JSONResponse({"accepted": False, "reason": outcome.value})

@@ -1,0 +1,54 @@
+"""Request bodies. Field shapes match the original stack, so FastAPI's 422 answers do too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class InferenceRequest(BaseModel):
+    model_name: str
+    method: str
+    features: list[Any] | None = None
+    targets: list[Any] | None = None
+
+
+class StatusRequest(BaseModel):
+    job_id: str
+
+
+class FeedbackRequest(BaseModel):
+    job_id: str
+    feedback: list[Any]
+
+
+class GetFeedbackRequest(BaseModel):
+    model_name: str
+    initial_date: str
+    end_date: str
+
+
+class WorkerModel(BaseModel):
+    name: str
+    version: str = ""
+
+
+class RegisterRequest(BaseModel):
+    worker_id: str
+    models: list[WorkerModel]
+
+
+class DeregisterRequest(BaseModel):
+    worker_id: str
+
+
+class StartRequest(BaseModel):
+    worker_id: str = ""
+
+
+class ResultRequest(BaseModel):
+    status: str
+    response: Any = None
+    model_version: str = ""
+    queue_response_time_sec: float = -1.0

@@ -1,0 +1,182 @@
+"""MongoDB job store: the only module that imports pymongo.
+
+Uses pymongo's native asyncio client so the API never blocks its event loop.
+Jobs are keyed by ``_id = job_id`` (every per-job lookup is a primary-key hit);
+the indexes below serve get_feedback's queries on a real MongoDB.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+JOBS = "col_jobs"
+QUEUE_REGISTRY = "col_queue_registry"
+FEEDBACK_LIMITS = "col_feedback_limits"
+GLOBAL_LIMIT_KEY = "global"
+UNFINISHED = ["Queued", "Running"]
+
+StoreError = PyMongoError
+
+
+class StartOutcome(enum.Enum):
+    RUN = "run"
+    EXPIRED = "expired"
+    FINISHED = "finished"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class FeedbackLimits:
+    model_next: float
+    global_next: float
+
+
+class JobStore:
+    def __init__(self, uri: str, database: str, timeout_ms: int = 2000) -> None:
+        self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            uri,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=max(timeout_ms * 5, 10_000),
+            appname="mlstack-api",
+        )
+        db = self._client[database]
+        self._jobs = db[JOBS]
+        self._registry = db[QUEUE_REGISTRY]
+        self._limits = db[FEEDBACK_LIMITS]
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def ping(self) -> bool:
+        try:
+            await self._client.admin.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
+    async def ensure_indexes(self) -> None:
+        await self._jobs.create_index([("job_id", ASCENDING)], name="idx_jobid")
+        await self._jobs.create_index(
+            [("model_name", ASCENDING), ("method", ASCENDING), ("status", ASCENDING)], name="idx_jobs_pred_done"
+        )
+        await self._jobs.create_index(
+            [
+                ("model_name", ASCENDING),
+                ("method", ASCENDING),
+                ("status", ASCENDING),
+                ("has_feedback", ASCENDING),
+                ("datetime", ASCENDING),
+            ],
+            name="idx_getfeedback",
+        )
+
+    # ---- jobs -------------------------------------------------------------------
+    async def insert_job(self, job: dict[str, Any]) -> None:
+        await self._jobs.insert_one(job)
+
+    async def delete_job(self, job_id: str) -> None:
+        await self._jobs.delete_one({"_id": job_id})
+
+    async def get_job(self, job_id: str) -> dict[str, Any] | None:
+        return await self._jobs.find_one({"_id": job_id})
+
+    async def start_job(self, job_id: str, now: float) -> StartOutcome:
+        """Mark a job Running for a worker, unless it expired or already finished."""
+        result = await self._jobs.update_one(
+            {"_id": job_id, "status": {"$in": UNFINISHED}, "expires_at": {"$gt": now}},
+            {"$set": {"status": "Running", "started_at": now}, "$inc": {"attempts": 1}},
+        )
+        if result.matched_count:
+            return StartOutcome.RUN
+        return await self._why_not_runnable(job_id, now)
+
+    async def finish_job(self, job_id: str, fields: dict[str, Any], now: float) -> StartOutcome:
+        """Store a worker's result once; a late or repeated result is not applied."""
+        result = await self._jobs.update_one(
+            {"_id": job_id, "status": {"$in": UNFINISHED}, "expires_at": {"$gt": now}}, {"$set": fields}
+        )
+        if result.matched_count:
+            return StartOutcome.RUN
+        return await self._why_not_runnable(job_id, now)
+
+    async def _why_not_runnable(self, job_id: str, now: float) -> StartOutcome:
+        job = await self._jobs.find_one({"_id": job_id}, {"status": 1, "expires_at": 1})
+        if job is None:
+            return StartOutcome.UNKNOWN
+        if job.get("status") in UNFINISHED and float(job.get("expires_at", 0)) <= now:
+            return StartOutcome.EXPIRED
+        return StartOutcome.FINISHED
+
+    async def expire_job(self, job_id: str, response: str, now: float) -> None:
+        await self._jobs.update_one(
+            {"_id": job_id, "status": {"$in": UNFINISHED}},
+            {"$set": {"status": "Error", "response": response, "expired_at": now}},
+        )
+
+    async def set_feedback(self, job_id: str, feedback: list[Any], now: float) -> None:
+        await self._jobs.update_one(
+            {"_id": job_id}, {"$set": {"feedback": feedback, "has_feedback": True, "feedback_at": now}}
+        )
+
+    # ---- get_feedback -------------------------------------------------------------
+    @staticmethod
+    def _feedback_filter(model_name: str, start: float, end: float) -> dict[str, Any]:
+        return {
+            "model_name": model_name,
+            "method": "predict",
+            "status": "Done",
+            "has_feedback": True,
+            "datetime": {"$gte": start, "$lt": end},
+        }
+
+    async def count_feedback_jobs(self, model_name: str, start: float, end: float) -> int:
+        return await self._jobs.count_documents(self._feedback_filter(model_name, start, end))
+
+    async def count_predict_done(self, model_name: str) -> int:
+        return await self._jobs.count_documents({"model_name": model_name, "method": "predict", "status": "Done"})
+
+    async def feedback_jobs(self, model_name: str, start: float, end: float, limit: int) -> list[dict[str, Any]]:
+        cursor = (
+            self._jobs.find(self._feedback_filter(model_name, start, end), {"response": 1, "feedback": 1})
+            .sort("datetime", DESCENDING)
+            .limit(limit)
+        )
+        return await cursor.to_list(length=None)
+
+    async def get_limits(self, model_name: str) -> FeedbackLimits:
+        docs = await self._limits.find({"_id": {"$in": [f"model:{model_name}", GLOBAL_LIMIT_KEY]}}).to_list(None)
+        by_id = {d["_id"]: float(d.get("next", 0.0)) for d in docs}
+        return FeedbackLimits(by_id.get(f"model:{model_name}", 0.0), by_id.get(GLOBAL_LIMIT_KEY, 0.0))
+
+    async def set_limits(self, model_name: str, model_next: float, global_next: float) -> None:
+        await self._limits.update_one({"_id": f"model:{model_name}"}, {"$set": {"next": model_next}}, upsert=True)
+        await self._limits.update_one({"_id": GLOBAL_LIMIT_KEY}, {"$set": {"next": global_next}}, upsert=True)
+
+    # ---- model registry -------------------------------------------------------------
+    async def register_worker(
+        self, worker_id: str, models: list[tuple[str, str]], queues: dict[str, str], now: float
+    ) -> None:
+        for name, version in models:
+            try:
+                await self._registry.update_one(
+                    {"_id": name},
+                    {"$set": {"queue": queues[name], f"workers.{worker_id}": {"seen": now, "version": version}}},
+                    upsert=True,
+                )
+            except DuplicateKeyError:  # two workers registering the same new model at once
+                await self._registry.update_one(
+                    {"_id": name}, {"$set": {f"workers.{worker_id}": {"seen": now, "version": version}}}
+                )
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        await self._registry.update_many({}, {"$unset": {f"workers.{worker_id}": ""}})
+
+    async def registered_queue(self, model_name: str) -> str | None:
+        doc = await self._registry.find_one({"_id": model_name}, {"queue": 1})
+        return None if doc is None else str(doc.get("queue") or "")

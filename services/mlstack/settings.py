@@ -1,0 +1,184 @@
+"""Typed settings, parsed once from the environment (and an optional env file).
+
+Every process calls one ``*.from_env()`` at start; a missing or bad value raises
+``SettingsError`` listing *all* problems, so an operator fixes them in one go.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+DEFAULT_ENV_FILE = "/etc/mlstack/mlstack.env"
+WORKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+T = TypeVar("T")
+
+
+class SettingsError(Exception):
+    """Raised with every configuration problem found, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a systemd-style EnvironmentFile (KEY=VALUE, # comments, optional quotes)."""
+    values: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def merged_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Env file values overlaid by the real environment (the environment wins)."""
+    env = dict(os.environ if environ is None else environ)
+    env_file = Path(env.get("MLSTACK_ENV_FILE", DEFAULT_ENV_FILE))
+    merged: dict[str, str] = {}
+    if env_file.is_file():
+        merged.update(read_env_file(env_file))
+    merged.update(env)
+    return merged
+
+
+class _Reader:
+    """Reads typed values and collects problems instead of failing on the first one."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str | None = None, *, secret: bool = False) -> str:
+        value = self.env.get(name, "").strip()
+        if value:
+            return value
+        if default is None:
+            kind = "secret" if secret else "setting"
+            self.problems.append(f"{name}: required {kind} is missing")
+            return ""
+        return default
+
+    def number(self, name: str, default: T, convert: Callable[[str], T], minimum: float) -> T:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = convert(raw)
+        except ValueError:
+            self.problems.append(f"{name}: {raw!r} is not a valid {convert.__name__}")
+            return default
+        if value < minimum:  # type: ignore[operator]
+            self.problems.append(f"{name}: must be at least {minimum}, got {raw}")
+            return default
+        return value
+
+    def url(self, name: str, default: str | None, schemes: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        if value and not value.startswith(tuple(f"{s}://" for s in schemes)):
+            self.problems.append(f"{name}: must start with one of {', '.join(s + '://' for s in schemes)}")
+        return value
+
+    def finish(self) -> None:
+        if self.problems:
+            raise SettingsError(self.problems)
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    amqp_url: str
+    # Seconds to wait for a publisher confirm before telling the client the broker failed.
+    confirm_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    api_token: str = field(repr=False)
+    worker_token: str = field(repr=False)
+    mongodb_uri: str = field(repr=False)
+    mongodb_db: str
+    broker: BrokerSettings = field(repr=False)
+    job_ttl_ms: int
+    feedback_model_interval_s: float
+    feedback_global_interval_s: float
+    worker_heartbeat_timeout_s: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
+        r = _Reader(merged_environment(environ))
+        api_token = r.text("MLSTACK_API_TOKEN", secret=True)
+        worker_token = r.text("MLSTACK_WORKER_TOKEN", secret=True)
+        if api_token and api_token == worker_token:
+            r.problems.append("MLSTACK_WORKER_TOKEN: must differ from MLSTACK_API_TOKEN")
+        settings = cls(
+            api_token=api_token,
+            worker_token=worker_token,
+            mongodb_uri=r.url("MLSTACK_MONGODB_URI", "mongodb://127.0.0.1:27017", ("mongodb", "mongodb+srv")),
+            mongodb_db=r.text("MLSTACK_MONGODB_DB", "ml_api_db"),
+            broker=BrokerSettings(
+                amqp_url=r.url("MLSTACK_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F", ("amqp", "amqps")),
+                confirm_timeout_s=r.number("MLSTACK_BROKER_CONFIRM_TIMEOUT_S", 5.0, float, 0.1),
+            ),
+            job_ttl_ms=r.number("MLSTACK_JOB_TTL_MS", 90_000, int, 1),
+            feedback_model_interval_s=r.number("MLSTACK_FEEDBACK_MODEL_INTERVAL_S", 1800.0, float, 0),
+            feedback_global_interval_s=r.number("MLSTACK_FEEDBACK_GLOBAL_INTERVAL_S", 120.0, float, 0),
+            worker_heartbeat_timeout_s=r.number("MLSTACK_WORKER_HEARTBEAT_TIMEOUT_S", 60.0, float, 1),
+            log_level=r.text("MLSTACK_LOG_LEVEL", "INFO").upper(),
+        )
+        r.finish()
+        return settings
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    api_url: str
+    worker_token: str = field(repr=False)
+    broker: BrokerSettings = field(repr=False)
+    bundle_dir: Path
+    worker_id: str
+    state_dir: Path
+    prefetch: int
+    heartbeat_interval_s: float
+    result_retry_s: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
+        r = _Reader(merged_environment(environ))
+        worker_id = r.text("MLSTACK_WORKER_ID", f"{socket.gethostname()}-{os.getpid()}")
+        worker_id = re.sub(r"[^A-Za-z0-9_-]", "_", worker_id) if "MLSTACK_WORKER_ID" not in r.env else worker_id
+        if not WORKER_ID_PATTERN.match(worker_id):
+            r.problems.append("MLSTACK_WORKER_ID: use 1-100 characters from [A-Za-z0-9_-]")
+        bundle_dir = Path(r.text("MLSTACK_BUNDLE_DIR")).expanduser()
+        if r.env.get("MLSTACK_BUNDLE_DIR") and not (bundle_dir / "params.conf").is_file():
+            r.problems.append(f"MLSTACK_BUNDLE_DIR: {bundle_dir} has no params.conf")
+        state_dir = Path(r.text("MLSTACK_STATE_DIR", str(Path(".mlstack-worker") / worker_id))).expanduser()
+        settings = cls(
+            api_url=r.url("MLSTACK_API_URL", None, ("http", "https")).rstrip("/"),
+            worker_token=r.text("MLSTACK_WORKER_TOKEN", secret=True),
+            broker=BrokerSettings(
+                amqp_url=r.url("MLSTACK_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F", ("amqp", "amqps"))
+            ),
+            bundle_dir=bundle_dir.resolve(),
+            worker_id=worker_id,
+            state_dir=state_dir.resolve(),
+            prefetch=r.number("MLSTACK_PREFETCH", 1, int, 1),
+            heartbeat_interval_s=r.number("MLSTACK_HEARTBEAT_INTERVAL_S", 15.0, float, 0.5),
+            result_retry_s=r.number("MLSTACK_RESULT_RETRY_S", 120.0, float, 1),
+            log_level=r.text("MLSTACK_LOG_LEVEL", "INFO").upper(),
+        )
+        r.finish()
+        return settings

@@ -1,0 +1,3 @@
+from mlstack.worker.main import main
+
+main()

@@ -1,0 +1,176 @@
+"""Pub worker: serves a bundle's models from their queues, reports results to the API, acks late."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from mlstack.broker import Delivery, JobConsumer, Outcome
+from mlstack.logging_setup import configure_logging
+from mlstack.settings import SettingsError, WorkerSettings
+from mlstack.worker.api_client import ApiClient, ApiRejected, ApiUnavailable
+from mlstack.worker.bundle import BundleError, load_pub_models
+from mlstack.worker.execution import run_job
+from mlstack.worker.status import ModelState, StatusReporter, sd_notify, watchdog_interval_s
+
+log = logging.getLogger("mlstack.worker")
+
+
+class PubWorker:
+    def __init__(self, settings: WorkerSettings, models: dict[str, Any], versions: dict[str, str]) -> None:
+        self.settings = settings
+        self.models = models
+        self.api = ApiClient(settings.api_url, settings.worker_token)
+        self.status = StatusReporter(settings.worker_id, settings.state_dir)
+        self.status.models = {name: ModelState(loaded_version=v) for name, v in versions.items()}
+        self.versions = versions
+        self.stopping = threading.Event()
+        self.consumer: JobConsumer | None = None
+
+    # ---- API calls that must eventually succeed ---------------------------------------
+    def _retry(self, what: str, call: Any, deadline_s: float) -> Any:
+        """Retry while the API is unreachable; None when the deadline passed or we are stopping."""
+        delay, give_up = 0.2, time.monotonic() + deadline_s
+        while True:
+            try:
+                return call()
+            except ApiUnavailable as exc:
+                if time.monotonic() > give_up or self.stopping.is_set():
+                    log.error("%s: API unreachable, giving up for now (%s)", what, exc)
+                    return None
+                log.warning("%s: API unreachable (%s); retrying in %.1fs", what, exc, delay)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def register(self) -> dict[str, str]:
+        while not self.stopping.is_set():
+            queues = self._retry("register", lambda: self.api.register(self.settings.worker_id, self.versions), 60)
+            if queues is not None:
+                return queues  # type: ignore[no-any-return]
+        raise SystemExit(0)
+
+    # ---- one job -----------------------------------------------------------------------
+    def handle(self, delivery: Delivery) -> Outcome:
+        try:
+            message = json.loads(delivery.body)
+            job_id, model_name = str(message["job_id"]), str(message["model_name"])
+        except (ValueError, KeyError, TypeError):
+            log.error("dropping a malformed message from %s", delivery.queue)
+            return Outcome.ACK
+        model = self.models.get(model_name)
+        if model is None:  # cannot happen with per-model queues, but never lose the job over it
+            log.error("job %s is for model %s, which this worker does not serve", job_id, model_name)
+            return Outcome.REQUEUE
+        queue_time = time.time() - float(message.get("datetime", time.time()))
+        wid = self.settings.worker_id
+        started = self._retry(f"start {job_id}", lambda: self.api.start(job_id, wid), self.settings.result_retry_s)
+        if started is None:
+            return Outcome.REQUEUE
+        run, reason = started
+        if not run:
+            log.info("job %s skipped: %s", job_id, reason)
+            return Outcome.ACK
+        result = run_job(model, model_name, message)
+        payload = {
+            "status": result.status,
+            "response": result.response,
+            "model_version": result.model_version,
+            "queue_response_time_sec": queue_time,
+        }
+        answered = self._retry(
+            f"result {job_id}", lambda: self.api.result(job_id, payload), self.settings.result_retry_s
+        )
+        if answered is None:
+            return Outcome.REQUEUE  # the API never got it: another try (here or elsewhere) will
+        accepted, reason = answered
+        if not accepted:
+            log.info("result of job %s not applied: %s", job_id, reason)
+        return Outcome.ACK
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def heartbeat(self) -> None:
+        watchdog = watchdog_interval_s()
+        interval = min(self.settings.heartbeat_interval_s, watchdog) if watchdog else self.settings.heartbeat_interval_s
+        last_register = time.monotonic()
+        while not self.stopping.wait(interval):
+            if watchdog:
+                sd_notify("WATCHDOG=1")
+            if time.monotonic() - last_register >= self.settings.heartbeat_interval_s:
+                last_register = time.monotonic()
+                try:
+                    self.api.register(self.settings.worker_id, self.versions)
+                except (ApiUnavailable, ApiRejected) as exc:
+                    log.warning("heartbeat failed: %s", exc)
+
+    def run(self) -> None:
+        queues = self.register()
+        self.status.publish(ready=True)
+        log.info("worker %s serving %s", self.settings.worker_id, ", ".join(sorted(self.models)))
+        threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
+        self.consumer = JobConsumer(
+            self.settings.broker.amqp_url, [queues[name] for name in self.models], self.handle, self.settings.prefetch
+        )
+        self.consumer.run()
+
+    def stop(self) -> None:
+        sd_notify("STOPPING=1")
+        self.stopping.set()
+        if self.consumer is not None:
+            self.consumer.stop()
+
+
+def _prepare_process(settings: WorkerSettings) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = settings.state_dir / "tmp"
+    tmp.mkdir(exist_ok=True)
+    # mllibprodest leaves a model copy in $TMPDIR on every load: keep those in our own folder.
+    os.environ["TMPDIR"] = str(tmp)
+    tempfile.tempdir = str(tmp)
+    # Without this, importing mllibprodest writes ./logs/ and fails on a read-only directory.
+    os.environ.setdefault("STACK_LOG_OUTPUT", "console")
+
+
+def model_versions(models: dict[str, Any]) -> dict[str, str]:
+    versions = {}
+    for name, model in models.items():
+        try:
+            version = model.get_model_version()
+        except Exception as exc:
+            log.warning("model %s: get_model_version() raised %s", name, exc.__class__.__name__)
+            version = ""
+        versions[name] = version if isinstance(version, str) else ""
+    return versions
+
+
+def main() -> None:
+    try:
+        settings = WorkerSettings.from_env()
+    except SettingsError as exc:
+        print(f"mlstack-worker: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(settings.log_level)
+    _prepare_process(settings)
+    try:
+        models = load_pub_models(settings.bundle_dir, settings.state_dir / "work")
+    except BundleError as exc:
+        print(f"mlstack-worker: {exc}", file=sys.stderr)
+        sys.exit(3)
+    configure_logging(settings.log_level)  # model libraries (mllibprodest) reconfigure the root logger
+    worker = PubWorker(settings, models, model_versions(models))
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    try:
+        worker.run()
+    finally:
+        try:
+            worker.api.deregister(settings.worker_id)
+        except (ApiUnavailable, ApiRejected):
+            log.warning("could not deregister from the API")
+    log.info("worker %s stopped", settings.worker_id)

@@ -104,6 +104,25 @@ class BrokerSettings:
 
 
 @dataclass(frozen=True)
+class RegistrySettings:
+    """MLflow tracking server; same variable names as mlflow and mllibprodest use."""
+
+    url: str
+    username: str = field(repr=False)
+    password: str = field(repr=False)
+
+    @classmethod
+    def optional(cls, r: _Reader) -> RegistrySettings | None:
+        if not r.env.get("MLFLOW_TRACKING_URI", "").strip():
+            return None
+        return cls(
+            url=r.url("MLFLOW_TRACKING_URI", None, ("http", "https")).rstrip("/"),
+            username=r.text("MLFLOW_TRACKING_USERNAME", ""),
+            password=r.text("MLFLOW_TRACKING_PASSWORD", ""),
+        )
+
+
+@dataclass(frozen=True)
 class ApiSettings:
     api_token: str = field(repr=False)
     worker_token: str = field(repr=False)
@@ -153,6 +172,9 @@ class WorkerSettings:
     prefetch: int
     heartbeat_interval_s: float
     result_retry_s: float
+    version_check_s: float
+    registry: RegistrySettings | None
+    systemd_unit: str
     log_level: str
 
     @classmethod
@@ -178,6 +200,9 @@ class WorkerSettings:
             prefetch=r.number("MLSTACK_PREFETCH", 1, int, 1),
             heartbeat_interval_s=r.number("MLSTACK_HEARTBEAT_INTERVAL_S", 15.0, float, 0.5),
             result_retry_s=r.number("MLSTACK_RESULT_RETRY_S", 120.0, float, 1),
+            version_check_s=r.number("MLSTACK_VERSION_CHECK_S", 60.0, float, 0.2),
+            registry=RegistrySettings.optional(r),
+            systemd_unit=r.text("MLSTACK_SYSTEMD_UNIT", ""),
             log_level=r.text("MLSTACK_LOG_LEVEL", "INFO").upper(),
         )
         r.finish()

@@ -85,13 +85,17 @@ def instantiate(spec: ModelSpec) -> Any:
         raise BundleError(f"model {spec.name}: {spec.model_class}() failed: {exc.__class__.__name__}: {exc}") from exc
 
 
-def load_pub_models(bundle_dir: Path, workdir: Path) -> dict[str, Any]:
-    """Instantiate every ``ModeloCLF`` model of the bundle, working in ``workdir``."""
-    specs = [s for s in read_params(bundle_dir) if s.model_class == PUB_MODEL_CLASS]
+def pub_specs(bundle_dir: Path) -> dict[str, ModelSpec]:
+    specs = {s.name: s for s in read_params(bundle_dir) if s.model_class == PUB_MODEL_CLASS}
     if not specs:
         raise BundleError(f"{bundle_dir / 'params.conf'}: no model with model_class = {PUB_MODEL_CLASS}")
+    return specs
+
+
+def load_pub_models(specs: dict[str, ModelSpec], bundle_dir: Path, workdir: Path) -> dict[str, Any]:
+    """Instantiate every ``ModeloCLF`` model of the bundle, working in ``workdir``."""
     prepare_workdir(bundle_dir, workdir)
     os.chdir(workdir)
     if str(workdir) not in sys.path:
         sys.path.insert(0, str(workdir))
-    return {spec.name: instantiate(spec) for spec in specs}
+    return {name: instantiate(spec) for name, spec in specs.items()}

@@ -14,25 +14,45 @@ from typing import Any
 
 from mlstack.broker import Delivery, JobConsumer, Outcome
 from mlstack.logging_setup import configure_logging
+from mlstack.registry import RegistryClient
 from mlstack.settings import SettingsError, WorkerSettings
 from mlstack.worker.api_client import ApiClient, ApiRejected, ApiUnavailable
-from mlstack.worker.bundle import BundleError, load_pub_models
+from mlstack.worker.bundle import BundleError, ModelSpec, load_pub_models, pub_specs
 from mlstack.worker.execution import run_job
 from mlstack.worker.status import ModelState, StatusReporter, sd_notify, watchdog_interval_s
+from mlstack.worker.versions import TempDirJanitor, VersionMonitor, version_of
 
 log = logging.getLogger("mlstack.worker")
 
 
 class PubWorker:
-    def __init__(self, settings: WorkerSettings, models: dict[str, Any], versions: dict[str, str]) -> None:
+    def __init__(self, settings: WorkerSettings, specs: dict[str, ModelSpec], models: dict[str, Any]) -> None:
         self.settings = settings
         self.models = models
         self.api = ApiClient(settings.api_url, settings.worker_token)
-        self.status = StatusReporter(settings.worker_id, settings.state_dir)
-        self.status.models = {name: ModelState(loaded_version=v) for name, v in versions.items()}
-        self.versions = versions
+        self.status = StatusReporter(settings.worker_id, settings.state_dir, settings.systemd_unit)
+        self.status.models = {name: ModelState(loaded_version=version_of(m)) for name, m in models.items()}
         self.stopping = threading.Event()
         self.consumer: JobConsumer | None = None
+        registry = settings.registry
+        self.monitor = VersionMonitor(
+            specs,
+            models,
+            self.status,
+            RegistryClient(registry.url, registry.username, registry.password) if registry else None,
+            TempDirJanitor(settings.state_dir / "tmp"),
+            on_swap=self._announce_versions,
+        )
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {name: state.loaded_version for name, state in self.status.models.items()}
+
+    def _announce_versions(self) -> None:
+        try:
+            self.api.register(self.settings.worker_id, self.versions)
+        except (ApiUnavailable, ApiRejected) as exc:
+            log.warning("could not announce the new model versions: %s", exc)
 
     # ---- API calls that must eventually succeed ---------------------------------------
     def _retry(self, what: str, call: Any, deadline_s: float) -> Any:
@@ -104,16 +124,25 @@ class PubWorker:
                 sd_notify("WATCHDOG=1")
             if time.monotonic() - last_register >= self.settings.heartbeat_interval_s:
                 last_register = time.monotonic()
+                self.status.publish()  # refreshes updated_at: `mlstack health` spots dead workers
                 try:
                     self.api.register(self.settings.worker_id, self.versions)
                 except (ApiUnavailable, ApiRejected) as exc:
                     log.warning("heartbeat failed: %s", exc)
 
     def run(self) -> None:
+        self.monitor.check_once()  # learn the production versions before saying READY
         queues = self.register()
         self.status.publish(ready=True)
         log.info("worker %s serving %s", self.settings.worker_id, ", ".join(sorted(self.models)))
         threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
+        if self.monitor.watched():
+            threading.Thread(
+                target=self.monitor.run,
+                args=(self.settings.version_check_s, self.stopping),
+                name="versions",
+                daemon=True,
+            ).start()
         self.consumer = JobConsumer(
             self.settings.broker.amqp_url, [queues[name] for name in self.models], self.handle, self.settings.prefetch
         )
@@ -137,18 +166,6 @@ def _prepare_process(settings: WorkerSettings) -> None:
     os.environ.setdefault("STACK_LOG_OUTPUT", "console")
 
 
-def model_versions(models: dict[str, Any]) -> dict[str, str]:
-    versions = {}
-    for name, model in models.items():
-        try:
-            version = model.get_model_version()
-        except Exception as exc:
-            log.warning("model %s: get_model_version() raised %s", name, exc.__class__.__name__)
-            version = ""
-        versions[name] = version if isinstance(version, str) else ""
-    return versions
-
-
 def main() -> None:
     try:
         settings = WorkerSettings.from_env()
@@ -157,13 +174,18 @@ def main() -> None:
         sys.exit(2)
     configure_logging(settings.log_level)
     _prepare_process(settings)
+    janitor = TempDirJanitor(settings.state_dir / "tmp")
+    before = janitor.snapshot()
     try:
-        models = load_pub_models(settings.bundle_dir, settings.state_dir / "work")
+        specs = pub_specs(settings.bundle_dir)
+        models = load_pub_models(specs, settings.bundle_dir, settings.state_dir / "work")
     except BundleError as exc:
         print(f"mlstack-worker: {exc}", file=sys.stderr)
         sys.exit(3)
+    finally:
+        janitor.clean_since(before)
     configure_logging(settings.log_level)  # model libraries (mllibprodest) reconfigure the root logger
-    worker = PubWorker(settings, models, model_versions(models))
+    worker = PubWorker(settings, specs, models)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     try:

@@ -48,8 +48,8 @@ def status_line(models: dict[str, ModelState]) -> str:
     """One line for `systemctl status`, e.g. 'CLF_IRIS v3 (production v3) ok'."""
     parts = []
     for name, st in sorted(models.items()):
-        production = st.production_version if st.production_version is not None else "?"
-        text = f"{name} v{st.loaded_version} (production v{production}) {st.state}"
+        production = f"production v{st.production_version}" if st.production_version else "no registry"
+        text = f"{name} v{st.loaded_version} ({production}) {st.state}"
         if st.reason:
             text += f": {st.reason}"
         parts.append(text)
@@ -57,8 +57,9 @@ def status_line(models: dict[str, ModelState]) -> str:
 
 
 class StatusReporter:
-    def __init__(self, worker_id: str, state_dir: Path) -> None:
+    def __init__(self, worker_id: str, state_dir: Path, systemd_unit: str = "") -> None:
         self.worker_id = worker_id
+        self.systemd_unit = systemd_unit
         self.path = state_dir / "status.json"
         self.models: dict[str, ModelState] = {}
         self._lock = threading.Lock()
@@ -68,6 +69,7 @@ class StatusReporter:
             document = {
                 "worker_id": self.worker_id,
                 "pid": os.getpid(),
+                "unit": self.systemd_unit,
                 "updated_at": time.time(),
                 "models": {name: asdict(state) for name, state in self.models.items()},
             }

@@ -132,7 +132,7 @@ class ApiSettings:
     job_ttl_ms: int
     feedback_model_interval_s: float
     feedback_global_interval_s: float
-    worker_heartbeat_timeout_s: float
+    max_body_bytes: int
     log_level: str
 
     @classmethod
@@ -154,7 +154,7 @@ class ApiSettings:
             job_ttl_ms=r.number("MLSTACK_JOB_TTL_MS", 90_000, int, 1),
             feedback_model_interval_s=r.number("MLSTACK_FEEDBACK_MODEL_INTERVAL_S", 1800.0, float, 0),
             feedback_global_interval_s=r.number("MLSTACK_FEEDBACK_GLOBAL_INTERVAL_S", 120.0, float, 0),
-            worker_heartbeat_timeout_s=r.number("MLSTACK_WORKER_HEARTBEAT_TIMEOUT_S", 60.0, float, 1),
+            max_body_bytes=r.number("MLSTACK_MAX_BODY_BYTES", 8 * 1024 * 1024, int, 1024),
             log_level=r.text("MLSTACK_LOG_LEVEL", "INFO").upper(),
         )
         r.finish()

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from mlstack import __version__
 from mlstack.api import routes_health, routes_public, routes_worker
+from mlstack.api.body_limit import BodyLimitMiddleware
 from mlstack.api.services import Services
 from mlstack.broker import Publisher
 from mlstack.jobstore import JobStore, StoreError
@@ -93,6 +94,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         redoc_url=None,
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(routes_public.router)

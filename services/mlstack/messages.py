@@ -108,10 +108,17 @@ def model_interval_not_respected(when: str) -> str:
     )
 
 
+def _duration(seconds: float) -> str:
+    # The contract's text says "2 minutos" (the default); an operator-set interval is stated as set.
+    whole = int(seconds)
+    if whole == seconds and whole % 60 == 0 and whole >= 60:
+        return f"{whole // 60} minuto" if whole == 60 else f"{whole // 60} minutos"
+    return f"{seconds:g} segundos"
+
+
 def global_interval_not_respected(when: str, interval_s: float) -> str:
-    minutes = max(1, round(interval_s / 60))
     return (
-        f"O intervalo global de {minutes} minutos entre feedbacks não foi respeitado. "
+        f"O intervalo global de {_duration(interval_s)} entre feedbacks não foi respeitado. "
         f"O próximo feedback poderá ser solicitado {when}"
     )
 

@@ -1,0 +1,1 @@
+"""bin/bench's load generator and phases (see mlbench.main)."""

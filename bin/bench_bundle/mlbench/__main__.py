@@ -1,0 +1,5 @@
+import sys
+
+from mlbench.main import main
+
+sys.exit(main())

@@ -1,0 +1,498 @@
+"""bin/bench: throughput, latency and memory of a running mlstack, next to the original stack's figures.
+
+Phases, in order (each bounded in time):
+ 1. /inference accepted per second at 1, 8 and 64 concurrent clients. The jobs go to BENCH_ECHO's
+    queue, held by a parking consumer that takes no work: this measures the API's accept path
+    (validate, store the job, publish with confirm) without workers competing for the CPU.
+ 2. /status answered per second at 64 clients, over the jobs of phase 1.
+ 3. End-to-end jobs per second at saturation: N Pub workers serve BENCH_ECHO (predict echoes its
+    input); clients submit as fast as they can while keeping at most a small backlog in the queue,
+    so the workers never idle and the API is not flooded. Counted: jobs whose Done time falls in
+    the window (every job is checked Done afterwards).
+ 4. submit-to-Done latency at half that rate, open loop (paced submissions). Done time is the
+    moment the API took the worker's result (the job's datetime + total_response_time_sec, same
+    clock as the client): no polling load during the run, and what a poller could at best see.
+ 5. The original stack's publish path against the same RabbitMQ: a new BlockingConnection per job
+    (connect, channel, passive declare, publish, close) at 8 and 64 clients.
+Memory of the API (gunicorn master + workers) and of a worker is read from /proc after phase 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pika.exceptions
+
+from mlbench import amqp, procs, report
+from mlbench.httpload import Connection, Paced, Tally, Target, closed_loop, fetch_all, open_loop
+from mlbench.workers import EchoWorker, dead_workers, start_workers, stop_workers
+
+MODEL = "BENCH_ECHO"
+PARKING_WORKER_ID = "bench-parking"
+ORIGINAL_QUEUE = "mlstack.bench.original-path"
+BUNDLE_DIR = Path(__file__).resolve().parents[1] / "worker_pub"
+DEFAULT_FEATURES = ["5.1;3.5;1.4;0.2", "6.7;3.0;5.2;2.3"]
+
+
+class BenchError(Exception):
+    """The bench cannot run; the message says why."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    warmup_s: float
+    accept_s: float
+    status_s: float
+    e2e_s: float
+    latency_s: float
+    original_s: float
+    accept_concurrency: tuple[int, ...] = (1, 8, 64)
+    status_concurrency: int = 64
+    e2e_clients: int = 8
+    original_concurrency: tuple[int, ...] = (8, 64)
+
+
+FULL = Plan(warmup_s=1.0, accept_s=7.0, status_s=7.0, e2e_s=10.0, latency_s=10.0, original_s=5.0)
+QUICK = Plan(warmup_s=0.5, accept_s=2.0, status_s=2.0, e2e_s=3.0, latency_s=3.0, original_s=2.0)
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_url: str
+    api_token: str
+    worker_token: str
+    amqp_url: str
+    features: list[Any]
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        missing = [n for n in ("MLSTACK_API_URL", "MLSTACK_API_TOKEN", "MLSTACK_WORKER_TOKEN") if not os.environ.get(n)]
+        if missing:
+            raise BenchError(f"missing settings: {', '.join(missing)} (start the dev stack: bin/mlstack-dev up)")
+        features = DEFAULT_FEATURES
+        if os.environ.get("MLSTACK_FEATURES"):
+            try:
+                features = json.loads(os.environ["MLSTACK_FEATURES"])
+            except ValueError as exc:
+                raise BenchError("MLSTACK_FEATURES is not a JSON list") from exc
+        return cls(
+            api_url=os.environ["MLSTACK_API_URL"].rstrip("/"),
+            api_token=os.environ["MLSTACK_API_TOKEN"],
+            worker_token=os.environ["MLSTACK_WORKER_TOKEN"],
+            amqp_url=os.environ.get("MLSTACK_AMQP_URL") or "amqp://guest:guest@127.0.0.1:5672/%2F",
+            features=features,
+        )
+
+
+@dataclass
+class Results:
+    accept: dict[int, Tally] = field(default_factory=dict)
+    status: Tally | None = None
+    e2e_rate: float = 0.0
+    e2e_jobs: int = 0
+    e2e_queue_empty: float = 0.0  # share of queue polls that found no job waiting
+    e2e_problems: dict[str, int] = field(default_factory=dict)
+    latency: list[float] = field(default_factory=list)
+    latency_rate: float = 0.0
+    latency_answer: list[float] = field(default_factory=list)
+    latency_problems: dict[str, int] = field(default_factory=dict)
+    latency_late: int = 0
+    original: dict[int, tuple[float, int]] = field(default_factory=dict)
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    memory: dict[str, procs.Memory] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- small HTTP helpers ---------------------------------------------------------------------
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+async def _call(target: Target, path: str, payload: dict[str, Any], token: str | None = None) -> tuple[int, Any]:
+    conn = await Connection.open(target)
+    try:
+        status, body = await conn.request(target.post(path, json.dumps(payload).encode(), token))
+    finally:
+        conn.close()
+    return status, _json(body)
+
+
+async def _ready(target: Target) -> None:
+    conn = await Connection.open(target)
+    try:
+        raw = f"GET /health/ready HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n\r\n".encode()
+        status, body = await conn.request(raw)
+    finally:
+        conn.close()
+    if status != 200:
+        raise BenchError(f"the API is not ready: HTTP {status} {body[:200]!r}")
+
+
+def _job_id(body: bytes) -> str | None:
+    at = body.find(b'"job_id":"')
+    if at < 0:
+        return None
+    end = body.find(b'"', at + 10)
+    return body[at + 10 : end].decode() if end > 0 else None
+
+
+def _accept_check(ids: list[str]) -> Callable[[int, bytes], str | None]:
+    def check(status: int, body: bytes) -> str | None:
+        if status == 200 and b'"Queued"' in body:
+            job_id = _job_id(body)
+            if job_id and len(ids) < 200_000:
+                ids.append(job_id)
+            return None
+        data = _json(body)
+        text = data.get("response") if isinstance(data, dict) else None
+        return f"HTTP {status}: {str(text or body[:80])[:100]}"
+
+    return check
+
+
+def _status_check(status: int, body: bytes) -> str | None:
+    if status == 200 and body.startswith(b'{"job_id"'):
+        return None
+    return f"HTTP {status}: {body[:100]!r}"
+
+
+class Bench:
+    def __init__(self, settings: Settings, plan: Plan, workers: int, prefetch: int, model_worker_pid: int | None):
+        self.settings = settings
+        self.plan = plan
+        self.worker_count = workers
+        self.prefetch = prefetch
+        self.model_worker_pid = model_worker_pid
+        self.client = Target.from_url(settings.api_url, settings.api_token)
+        self.admin = amqp.QueueAdmin(settings.amqp_url)
+        self.queue = ""
+        self.owns_queue = False  # set once no other bench uses the queue: only then it is cleaned up
+        self.results = Results()
+        self.workers: list[EchoWorker] = []
+        self.parking: amqp.ParkingConsumer | None = None
+        self.state_dir = Path(tempfile.mkdtemp(prefix="mlstack-bench-"))
+        self.keep_state = False
+        self.stack = procs.StackPids([], [], [])
+        self.inference_request = self.client.post(
+            "/inference",
+            json.dumps({"model_name": MODEL, "method": "predict", "features": settings.features}).encode(),
+        )
+
+    def _say(self, text: str) -> None:
+        print(f"  {text}", file=sys.stderr, flush=True)
+
+    def _meter(self) -> procs.CpuMeter:
+        groups = {
+            "api": self.stack.api,
+            "mongodb": self.stack.mongodb,
+            "rabbitmq": self.stack.rabbitmq,
+            "workers": [w.pid for w in self.workers],
+            "bench": [os.getpid()],
+        }
+        return procs.CpuMeter(groups)
+
+    # ---- setup and teardown ------------------------------------------------------------
+    async def setup(self) -> None:
+        await _ready(self.client)
+        status, answer = await _call(self.client, "/status", {"job_id": "bench-token-check"})
+        if status == 401:
+            raise BenchError("the API rejected MLSTACK_API_TOKEN")
+        register = {"worker_id": PARKING_WORKER_ID, "models": [{"name": MODEL, "version": "1"}]}
+        status, answer = await _call(self.client, "/worker/register", register, self.settings.worker_token)
+        if status != 200 or not isinstance(answer, dict):
+            raise BenchError(f"/worker/register answered HTTP {status} (is MLSTACK_WORKER_TOKEN right?)")
+        self.queue = answer["queues"][MODEL]
+        self.stack = procs.find_stack(self.client.port)
+        if not self.stack.api:
+            raise BenchError(f"no process listens on port {self.client.port} of this host")
+        self.admin.declare(self.queue)
+        _, consumers = self.admin.depth(self.queue)
+        if consumers:
+            raise BenchError(f"{self.queue} already has {consumers} consumer(s): is another bench running?")
+        self.owns_queue = True
+        self.admin.purge(self.queue)  # leftovers of an interrupted run
+
+    async def teardown(self) -> None:
+        """Undo what the run did, each step on its own so one failure does not hide the others."""
+        if self.parking is not None:
+            self._best_effort("stopping the parking consumer", self.parking.stop)
+            self.parking = None
+        if self.workers:
+            killed = stop_workers(self.workers)
+            if killed:
+                self.results.notes.append(f"workers killed after not stopping in time: {', '.join(killed)}")
+            self.workers = []
+        if self.owns_queue:
+            try:
+                await self._deregister_parking()
+            except (OSError, BenchError) as exc:
+                self.results.notes.append(f"deregistering {PARKING_WORKER_ID} failed: {exc!r}")
+            self._best_effort(f"purging {self.queue}", lambda: self.admin.purge(self.queue))
+            self._best_effort(f"deleting {self.queue}", lambda: self.admin.delete(self.queue))
+        self._best_effort("closing the broker connection", self.admin.close)
+        if self.keep_state:
+            print(f"worker logs kept in {self.state_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def _best_effort(self, what: str, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except Exception as exc:  # cleanup: report and go on
+            self.results.notes.append(f"{what} failed: {exc!r}")
+
+    async def _deregister_parking(self) -> None:
+        body = {"worker_id": PARKING_WORKER_ID}
+        status, _ = await _call(self.client, "/worker/deregister", body, self.settings.worker_token)
+        if status != 200:
+            raise BenchError(f"/worker/deregister answered HTTP {status}")
+
+    # ---- phases ------------------------------------------------------------------------------
+    async def accept_and_status(self) -> None:
+        plan = self.plan
+        self.parking = amqp.ParkingConsumer(self.settings.amqp_url, self.queue)
+        self.parking.start()
+        ids: list[str] = []
+        for concurrency in plan.accept_concurrency:
+            self._say(f"/inference, {concurrency} client(s), {plan.accept_s:g}s")
+            meter = self._meter()
+            meter.start()
+            request = self.inference_request
+            tally = await closed_loop(
+                self.client, concurrency, lambda r=request: r, _accept_check(ids), plan.accept_s, plan.warmup_s
+            )
+            self.results.cpu[f"/inference c={concurrency}"] = meter.stop()
+            self.results.accept[concurrency] = tally
+        if not ids:
+            raise BenchError("no job was accepted; see the failures above")
+        requests = itertools.cycle(
+            [self.client.post("/status", json.dumps({"job_id": i}).encode()) for i in ids[-20_000:]]
+        )
+        concurrency = plan.status_concurrency
+        self._say(f"/status, {concurrency} clients, {plan.status_s:g}s")
+        meter = self._meter()
+        meter.start()
+        self.results.status = await closed_loop(
+            self.client, concurrency, requests.__next__, _status_check, plan.status_s, plan.warmup_s
+        )
+        self.results.cpu[f"/status c={concurrency}"] = meter.stop()
+        self.parking.stop()
+        self.parking = None
+        self.admin.purge(self.queue)
+        await self._deregister_parking()
+
+    async def start_echo_workers(self) -> None:
+        self._say(f"starting {self.worker_count} BENCH_ECHO worker(s)")
+        self.workers = start_workers(
+            self.worker_count,
+            BUNDLE_DIR,
+            self.state_dir,
+            self.settings.api_url,
+            self.settings.worker_token,
+            self.settings.amqp_url,
+            self.prefetch,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            dead = dead_workers(self.workers)
+            if dead:
+                self.keep_state = True
+                tail = dead[0].log_path.read_text(errors="replace")[-2000:]
+                raise BenchError(f"worker {dead[0].worker_id} exited:\n{tail}")
+            _, consumers = self.admin.depth(self.queue)
+            if consumers >= self.worker_count:
+                return
+            if time.monotonic() > deadline:
+                self.keep_state = True
+                raise BenchError(f"only {consumers} of {self.worker_count} workers consume {self.queue} after 60s")
+            await asyncio.sleep(0.2)
+
+    async def _outcomes(self, ids: list[str], timeout_s: float = 60.0) -> tuple[dict[str, float], dict[str, int]]:
+        """Done time of every job (waiting for the unfinished ones), and what went wrong with the others."""
+        done: dict[str, float] = {}
+        problems: dict[str, int] = {}
+        pending = list(ids)
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            requests = [self.client.post("/status", json.dumps({"job_id": i}).encode()) for i in pending]
+            answers = await fetch_all(self.client, requests, 16)
+            still: list[str] = []
+            for job_id, (_, body) in zip(pending, answers, strict=True):
+                job = _json(body)
+                state = job.get("status") if isinstance(job, dict) else None
+                if state == "Done":
+                    done[job_id] = float(job["datetime"]) + float(job["total_response_time_sec"])
+                elif state in ("Queued", "Running"):
+                    still.append(job_id)
+                else:
+                    key = f"{state}: {str(job.get('response', ''))[:80] if isinstance(job, dict) else body[:80]!r}"
+                    problems[key] = problems.get(key, 0) + 1
+            pending = still
+            if pending and time.monotonic() > deadline:
+                problems["not Done after the run"] = len(pending)
+                break
+            if pending:
+                await asyncio.sleep(0.5)
+        return done, problems
+
+    async def saturation(self) -> None:
+        plan = self.plan
+        backlog_limit = max(32, 8 * self.worker_count * self.prefetch)
+        sent = 0
+        ids: list[str] = []
+
+        def make_request() -> bytes:
+            nonlocal sent
+            sent += 1
+            return self.inference_request
+
+        watcher = amqp.DepthWatcher(self.settings.amqp_url, self.queue, lambda: sent)
+
+        async def gate() -> None:
+            while watcher.backlog() >= backlog_limit:
+                await asyncio.sleep(0.001)
+
+        self._say(f"end to end at saturation, {plan.e2e_clients} clients, backlog <= {backlog_limit}, {plan.e2e_s:g}s")
+        watcher.start()
+        meter = self._meter()
+        meter.start()
+        try:
+            tally = await closed_loop(
+                self.client, plan.e2e_clients, make_request, _accept_check(ids), plan.e2e_s, plan.warmup_s * 2, gate
+            )
+        finally:
+            self.results.cpu["end to end, saturated"] = meter.stop()
+            watcher.stop()
+        self.results.e2e_queue_empty = watcher.empty_polls / max(1, watcher.polls)
+        done, problems = await self._outcomes(ids)
+        start, end = tally.window_start_wall, tally.window_start_wall + plan.e2e_s
+        in_window = sum(1 for t in done.values() if start <= t <= end)
+        self.results.e2e_rate = in_window / plan.e2e_s
+        self.results.e2e_jobs = len(ids)
+        self.results.e2e_problems = {**tally.failures, **problems}
+
+    async def latency(self) -> None:
+        rate = self.results.e2e_rate / 2
+        if rate < 1:
+            self.results.notes.append("latency phase skipped: no end-to-end throughput measured")
+            return
+        self.results.latency_rate = rate
+        self._say(f"submit-to-Done latency at {rate:.0f} jobs/s (open loop), {self.plan.latency_s:g}s")
+        meter = self._meter()
+        meter.start()
+        request = self.inference_request
+        paced: Paced = await open_loop(self.client, rate, self.plan.latency_s, lambda: request)
+        self.results.cpu["latency, half saturation"] = meter.stop()
+        ids: list[str] = []
+        sent_at: dict[str, float] = {}
+        problems: dict[str, int] = {}
+        for when, (status, body) in zip(paced.sent_at, paced.answers, strict=True):
+            job_id = _job_id(body) if status == 200 and b'"Queued"' in body else None
+            if job_id:
+                ids.append(job_id)
+                sent_at[job_id] = when
+            else:
+                key = f"not accepted: HTTP {status} {body[:80]!r}"
+                problems[key] = problems.get(key, 0) + 1
+        done, more = await self._outcomes(ids)
+        problems.update(more)
+        self.results.latency = sorted(done[i] - sent_at[i] for i in done)
+        self.results.latency_answer = sorted(paced.answer_latency_s)
+        self.results.latency_problems = problems
+        self.results.latency_late = paced.late
+
+    def memory(self) -> None:
+        api = [p for p in self.stack.api if Path(f"/proc/{p}").exists()]
+        self.results.memory[f"API (gunicorn master + {max(0, len(api) - 1)} workers)"] = procs.memory(api)
+        if self.workers:
+            self.results.memory["Pub worker, BENCH_ECHO (runtime only)"] = procs.memory([self.workers[0].pid])
+        if self.model_worker_pid and Path(f"/proc/{self.model_worker_pid}").exists():
+            name = "Pub worker, example bundle (dev stack)"
+            self.results.memory[name] = procs.memory([self.model_worker_pid])
+
+    def original(self) -> None:
+        self.admin.declare(ORIGINAL_QUEUE)
+        try:
+            for concurrency in self.plan.original_concurrency:
+                self._say(f"original publish path, {concurrency} clients, {self.plan.original_s:g}s")
+                meter = procs.CpuMeter({"rabbitmq": self.stack.rabbitmq, "bench": [os.getpid()]})
+                meter.start()
+                processes = max(1, len(self.stack.api) - 1)  # as many as the API has workers
+                self.results.original[concurrency] = amqp.original_publish_rate(
+                    self.settings.amqp_url, ORIGINAL_QUEUE, concurrency, self.plan.original_s, processes
+                )
+                self.results.cpu[f"original path c={concurrency}"] = meter.stop()
+                self.admin.purge(ORIGINAL_QUEUE)
+        finally:
+            self.admin.delete(ORIGINAL_QUEUE)
+
+    async def run(self) -> Results:
+        await self.setup()
+        try:
+            await self.accept_and_status()
+            await self.start_echo_workers()
+            await self.saturation()
+            await self.latency()
+            self.memory()
+            stop_workers(self.workers)
+            self.workers = []
+            self.original()
+        finally:
+            await self.teardown()
+        return self.results
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bin/bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="short phases: a smoke run of about 40 s")
+    parser.add_argument("--workers", type=int, default=4, help="BENCH_ECHO Pub workers to start (default 4)")
+    parser.add_argument("--prefetch", type=int, default=1, help="MLSTACK_PREFETCH of those workers (default 1)")
+    parser.add_argument("--model-worker-pid", type=int, help="pid of a Pub worker of a real bundle, for its memory")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if args.workers < 1 or args.prefetch < 1:
+        print("bin/bench: --workers and --prefetch must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        settings = Settings.from_env()
+        plan = QUICK if args.quick else FULL
+        bench = Bench(settings, plan, args.workers, args.prefetch, args.model_worker_pid)
+        print(f"bin/bench: {settings.api_url}, {'quick' if args.quick else 'full'} run", file=sys.stderr)
+        started = time.monotonic()
+        results = _run(bench.run())
+    except BenchError as exc:
+        print(f"bin/bench: {exc}", file=sys.stderr)
+        return 1
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        print(f"bin/bench: lost a connection to the stack: {exc!r}", file=sys.stderr)
+        return 1
+    print(report.render(results, bench, time.monotonic() - started))
+    return 0
+
+
+def _run(coro: Any) -> Results:
+    try:
+        import uvloop  # the event loop costs the generator less CPU
+    except ImportError:
+        return asyncio.run(coro)  # type: ignore[no-any-return]
+    return uvloop.run(coro)  # type: ignore[no-any-return]

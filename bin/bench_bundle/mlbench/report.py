@@ -1,0 +1,163 @@
+"""Renders the bench's results as plain-text tables."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from mlbench.httpload import Tally
+
+if TYPE_CHECKING:
+    from mlbench.main import Bench, Results
+
+# The original Prodest ML Stack on this kind of machine, against the same RabbitMQ and MongoDB stand-in (issue 2).
+ORIGINAL_ACCEPT = 200.0
+ORIGINAL_STATUS = 900.0
+ORIGINAL_E2E = 60.0
+ORIGINAL_LATENCY_MS = "130 / - / 175"
+TARGET_ACCEPT = 2000.0
+TARGET_STATUS = 2500.0
+TARGET_E2E = 300.0
+TARGET_P99_MS = 50.0
+NOISE_PERCENT = 15.0  # CPU of processes outside the stack and the bench that makes a phase suspect
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}/s"
+
+
+def _at_least(value: float, target: float) -> str:
+    return f">= {target:,.0f}  {'met' if value >= target else 'MISSED'}"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def _client_latency(tally: Tally) -> str:
+    values = sorted(tally.latencies_s)
+    return f"answer p50 {_ms(percentile(values, 50))} / p99 {_ms(percentile(values, 99))} ms"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def _failures(title: str, failures: dict[str, int]) -> list[str]:
+    if not failures:
+        return []
+    top = sorted(failures.items(), key=lambda kv: -kv[1])[:3]
+    return [f"  {title}: " + "; ".join(f"{n} x {what}" for what, n in top)]
+
+
+def render(results: Results, bench: Bench, elapsed_s: float) -> str:
+    rows: list[list[str]] = []
+    problems: list[str] = []
+    for concurrency, tally in results.accept.items():
+        target = _at_least(tally.rate, TARGET_ACCEPT) if concurrency >= 8 else "-"
+        original = f"~{ORIGINAL_ACCEPT:,.0f}/s" if concurrency >= 8 else "-"
+        rows.append(
+            [
+                f"/inference accepted, {concurrency} client(s)",
+                _rate(tally.rate),
+                target,
+                original,
+                _client_latency(tally),
+            ]
+        )
+        problems += _failures(f"/inference c={concurrency} failures", tally.failures)
+    if results.status is not None:
+        status = results.status
+        rows.append(
+            [
+                f"/status answered, {bench.plan.status_concurrency} clients",
+                _rate(status.rate),
+                _at_least(status.rate, TARGET_STATUS),
+                f"~{ORIGINAL_STATUS:,.0f}/s",
+                _client_latency(status),
+            ]
+        )
+        problems += _failures("/status failures", status.failures)
+    workers = f"{bench.worker_count} worker(s), prefetch {bench.prefetch}"
+    rows.append(
+        [
+            "end-to-end jobs, saturated",
+            _rate(results.e2e_rate),
+            _at_least(results.e2e_rate, TARGET_E2E),
+            f"~{ORIGINAL_E2E:,.0f}/s",
+            f"{workers}; {results.e2e_jobs:,} jobs; queue empty in {results.e2e_queue_empty:.0%} of polls",
+        ]
+    )
+    problems += _failures("end-to-end problems", results.e2e_problems)
+    if results.latency:
+        lat = results.latency
+        p99 = percentile(lat, 99)
+        answer = results.latency_answer
+        rows.append(
+            [
+                f"submit->Done at {results.latency_rate:,.0f} jobs/s",
+                f"{_ms(percentile(lat, 50))} / {_ms(percentile(lat, 95))} / {_ms(p99)} ms",
+                f"p99 <= {TARGET_P99_MS:.0f} ms  {'met' if p99 * 1000 <= TARGET_P99_MS else 'MISSED'}",
+                f"{ORIGINAL_LATENCY_MS} ms",
+                f"p50/p95/p99 of {len(lat):,} jobs; answer p50 {_ms(percentile(answer, 50))} / "
+                f"p99 {_ms(percentile(answer, 99))} ms",
+            ]
+        )
+        problems += _failures("latency-phase problems", results.latency_problems)
+        if results.latency_late:
+            problems.append(f"  {results.latency_late} paced submissions found no idle connection on time")
+    for concurrency, (rate, failed) in results.original.items():
+        ours = results.accept.get(concurrency)
+        ratio = f"ours/original {ours.rate / rate:.1f}x" if ours and rate > 0 else ""
+        rows.append(
+            [f"original publish path, {concurrency} clients", _rate(rate), "-", f"~{ORIGINAL_ACCEPT:,.0f}/s", ratio]
+        )
+        if failed:
+            problems.append(f"  original publish path c={concurrency}: {failed} failed publishes")
+    for name, mem in results.memory.items():
+        rows.append(
+            [
+                f"memory: {name}",
+                f"{mem.rss_kb / 1024:,.0f} MiB RSS",
+                "-",
+                "-",
+                f"peak RSS {mem.peak_rss_kb / 1024:,.0f} MiB, PSS {mem.pss_kb / 1024:,.0f} MiB",
+            ]
+        )
+
+    out = ["", f"mlstack bench: {bench.settings.api_url}, {os.cpu_count()} CPUs, {elapsed_s:.0f}s", ""]
+    out += _table(["measure", "result", "target", "original", "notes"], rows)
+    if problems:
+        out += ["", "problems:", *problems]
+    if results.cpu:
+        out += [
+            "",
+            "CPU by process group during each phase (% of one core; all cores = "
+            f"{100 * (os.cpu_count() or 1)}%; other = everything else on the machine):",
+        ]
+        groups = ["api", "mongodb", "rabbitmq", "workers", "bench", "other", "machine"]
+        cpu_rows = [
+            [phase, *(f"{share[g]:.0f}" if g in share else "-" for g in groups)] for phase, share in results.cpu.items()
+        ]
+        out += _table(["phase", *groups], cpu_rows)
+    busy = [phase for phase, share in results.cpu.items() if share.get("other", 0) > NOISE_PERCENT]
+    if busy:
+        results.notes.append(
+            f"other processes used more than {NOISE_PERCENT:.0f}% of a core during: {', '.join(busy)}; "
+            "the figures of those phases are lower than this stack can do on a quiet machine"
+        )
+    if results.notes:
+        out += ["", "notes:", *(f"  {n}" for n in results.notes)]
+    return "\n".join(out)

@@ -1,0 +1,1 @@
+"""Helpers of the services test suite: real processes, a contract-level client."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train the CLF_IRIS example model offline from scikit-learn's bundled iris data (no download).
 
-Usage: python train.py [--output DIR] [--version V] [--mlflow]
+Usage: python train.py [--output DIR] [--version V] [--mlflow | --no-mlflow]
 
 Writes into --output (default: <bundle>/training_model/artifacts), each file replaced atomically:
   model.pkl                   fitted scikit-learn Pipeline: predict(float array (n, 4)) -> species names
@@ -12,10 +12,11 @@ Writes into --output (default: <bundle>/training_model/artifacts), each file rep
   datasets/iris_features.csv, datasets/iris_targets.csv   the data, for the 'local' dataset provider
   metadata.json               {"model_name", "version", ...}, written last: the 'local' provider's version
 
-With --mlflow the same files are logged to MLflow (experiment 'iris_experiment') and the model is registered
-as CLF_IRIS; metadata.json then carries the registry version. Promotion (the 'production' alias) is left to
-the operator on purpose. MLflow reads MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME/PASSWORD and, for S3
-artifacts, MLFLOW_S3_ENDPOINT_URL + AWS credentials from the environment.
+With MLflow (the default when MLFLOW_TRACKING_URI is set, e.g. under `mlstack train`; --mlflow/--no-mlflow
+decide explicitly) the same files are logged to MLflow (experiment 'iris_experiment') and the model is
+registered as CLF_IRIS; metadata.json then carries the registry version. Promotion (the 'production' alias)
+is left to the operator on purpose (`mlstack models promote CLF_IRIS`). MLflow reads MLFLOW_TRACKING_URI,
+MLFLOW_TRACKING_USERNAME/PASSWORD and, for s3:// artifact roots, MLFLOW_S3_ENDPOINT_URL + AWS credentials.
 """
 
 from __future__ import annotations
@@ -173,13 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=f"Train {MODEL_NAME} from scikit-learn's bundled iris data.")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"default: {DEFAULT_OUTPUT}")
     parser.add_argument("--version", help="version to record (default: previous version in --output + 1)")
-    parser.add_argument("--mlflow", action="store_true",
-                        help="also log the run to MLflow and register the model (version from the registry)")
+    parser.add_argument("--mlflow", action=argparse.BooleanOptionalAction, default=None,
+                        help="also log the run to MLflow and register the model (version from the registry); "
+                             "default: on when MLFLOW_TRACKING_URI is set")
     args = parser.parse_args(argv)
-    if args.mlflow and args.version:
-        parser.error("--version and --mlflow exclude each other: the registry assigns the version")
+    use_mlflow = args.mlflow if args.mlflow is not None else bool(os.environ.get("MLFLOW_TRACKING_URI"))
+    if use_mlflow and args.version:
+        parser.error("--version and MLflow exclude each other: the registry assigns the version (add --no-mlflow)")
 
-    result = train(args.output.resolve(), args.version, args.mlflow)
+    result = train(args.output.resolve(), args.version, use_mlflow)
     print(f"{MODEL_NAME} v{result['version']}: train accuracy {result['train_accuracy'] * 100:.2f}%, "
           f"test accuracy {result['test_accuracy'] * 100:.2f}% ({result['test_rows']} test rows)")
     print(f"artifacts: {args.output.resolve()}")

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 PRODUCTION_ALIAS = "production"
+READY = "READY"
 
 
 class RegistryError(Exception):
@@ -43,6 +46,7 @@ class ModelVersion:
     created_ms: int
     aliases: list[str] = field(default_factory=list)
     status: str = ""
+    status_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,16 @@ class Run:
     name: str
     start_ms: int
     artifact_uri: str
+    experiment_id: str = ""
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    tags: dict[str, str]
+    aliases: dict[str, str]  # alias -> version
+    created_ms: int = 0
 
 
 def _version(data: dict[str, Any]) -> ModelVersion:
@@ -62,6 +76,7 @@ def _version(data: dict[str, Any]) -> ModelVersion:
         created_ms=int(data.get("creation_timestamp", 0)),
         aliases=list(data.get("aliases", [])),
         status=str(data.get("status", "")),
+        status_message=str(data.get("status_message", "")),
     )
 
 
@@ -70,9 +85,24 @@ class RegistryClient:
         self.url = url.rstrip("/")
         self._timeout_s = timeout_s
         self._headers = {"Content-Type": "application/json"}
+        self._has_credentials = bool(username)
         if username:
             token = base64.b64encode(f"{username}:{password}".encode()).decode()
             self._headers["Authorization"] = f"Basic {token}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], timeout_s: float = 10.0) -> RegistryClient:
+        """The client MLflow's own variables describe (MLFLOW_TRACKING_URI/USERNAME/PASSWORD)."""
+        url = env.get("MLFLOW_TRACKING_URI", "").strip()
+        if not url:
+            raise RegistryError(
+                "MLFLOW_TRACKING_URI is not set: it must name the MLflow server, e.g. http://127.0.0.1:5000"
+            )
+        if not url.startswith(("http://", "https://")):
+            raise RegistryError(f"MLFLOW_TRACKING_URI must be the http(s) URL of the MLflow server, got {url!r}")
+        return cls(
+            url, env.get("MLFLOW_TRACKING_USERNAME", "").strip(), env.get("MLFLOW_TRACKING_PASSWORD", ""), timeout_s
+        )
 
     def _call(self, method: str, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         url = f"{self.url}/api/2.0/mlflow/{path}"
@@ -87,10 +117,16 @@ class RegistryClient:
                 body = response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:300].decode(errors="replace")
-            if exc.code in (401, 403):
-                raise RegistryAuthError(
-                    f"MLflow at {self.url} refused the credentials (HTTP {exc.code}); "
+            if exc.code == 401:
+                hint = (
                     "check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+                    if self._has_credentials
+                    else "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD are not set"
+                )
+                raise RegistryAuthError(f"MLflow at {self.url} refused the credentials (HTTP 401); {hint}") from None
+            if exc.code == 403:
+                raise RegistryAuthError(
+                    f"MLflow at {self.url}: the user in MLFLOW_TRACKING_USERNAME may not do this ({path}, HTTP 403)"
                 ) from None
             if exc.code == 404 or "RESOURCE_DOES_NOT_EXIST" in detail:
                 raise NotFound(detail) from None
@@ -101,9 +137,13 @@ class RegistryClient:
         try:
             return json.loads(body) if body else {}  # type: ignore[no-any-return]
         except ValueError:
-            raise RegistryError(f"MLflow {path}: the answer is not JSON") from None
+            raise RegistryError(f"MLflow {path}: the answer is not JSON (is {self.url} an MLflow server?)") from None
 
     # ---- reading ------------------------------------------------------------------
+    def check(self) -> None:
+        """One cheap authenticated request: raises when the server is unreachable or refuses us."""
+        self._call("GET", "registered-models/search", {"max_results": 1})
+
     def production_version(self, name: str) -> str | None:
         """Version number the ``production`` alias points to, or None when it is not set."""
         try:
@@ -125,30 +165,85 @@ class RegistryClient:
             if not token:
                 return sorted(names)
 
+    def get_model(self, name: str) -> RegisteredModel:
+        try:
+            data = self._call("GET", "registered-models/get", {"name": name})["registered_model"]
+        except NotFound:
+            raise NotFound(f"model '{name}' is not registered in MLflow at {self.url}") from None
+        return RegisteredModel(
+            name=str(data.get("name", name)),
+            tags={str(t["key"]): str(t.get("value", "")) for t in data.get("tags", [])},
+            aliases={str(a["alias"]): str(a["version"]) for a in data.get("aliases", [])},
+            created_ms=int(data.get("creation_timestamp", 0)),
+        )
+
     def versions(self, name: str) -> list[ModelVersion]:
         """All versions of a registered model, oldest first. Raises NotFound for an unknown model."""
-        self._call("GET", "registered-models/get", {"name": name})
-        answer = self._call(
-            "GET", "model-versions/search", {"filter": f"name='{_quote(name)}'", "max_results": 10000}
-        )
-        found = [_version(v) for v in answer.get("model_versions", [])]
-        return sorted(found, key=lambda v: int(v.version) if v.version.isdigit() else 0)
+        self.get_model(name)
+        found: list[ModelVersion] = []
+        token = ""
+        while True:
+            params: dict[str, Any] = {"filter": f"name='{_quote(name)}'", "max_results": 10000}
+            if token:
+                params["page_token"] = token
+            answer = self._call("GET", "model-versions/search", params)
+            found += [_version(v) for v in answer.get("model_versions", [])]
+            token = answer.get("next_page_token", "")
+            if not token:
+                return sorted(found, key=lambda v: int(v.version) if v.version.isdigit() else 0)
 
-    def latest_run(self, experiment_name: str) -> Run:
+    def versions_of_run(self, run_id: str) -> list[ModelVersion]:
+        """Versions (of any model) registered from one run."""
+        answer = self._call(
+            "GET", "model-versions/search", {"filter": f"run_id='{_quote(run_id)}'", "max_results": 1000}
+        )
+        return [_version(v) for v in answer.get("model_versions", [])]
+
+    def get_version(self, name: str, version: str) -> ModelVersion:
+        try:
+            answer = self._call("GET", "model-versions/get", {"name": name, "version": version})
+            return _version(answer["model_version"])
+        except NotFound:
+            self.get_model(name)  # a clearer message when the model itself is unknown
+            raise NotFound(f"model '{name}' has no version {version}") from None
+
+    def experiment_id(self, experiment_name: str) -> str:
         try:
             experiment = self._call("GET", "experiments/get-by-name", {"experiment_name": experiment_name})
         except NotFound:
-            raise NotFound(f"experiment '{experiment_name}' does not exist") from None
-        experiment_id = experiment["experiment"]["experiment_id"]
+            raise NotFound(f"experiment '{experiment_name}' does not exist in MLflow at {self.url}") from None
+        return str(experiment["experiment"]["experiment_id"])
+
+    def experiment_name(self, experiment_id: str) -> str:
+        try:
+            experiment = self._call("GET", "experiments/get", {"experiment_id": experiment_id})
+        except NotFound:
+            raise NotFound(f"experiment {experiment_id} does not exist in MLflow at {self.url}") from None
+        return str(experiment["experiment"]["name"])
+
+    def runs(self, experiment_name: str, max_results: int = 100, run_name: str | None = None) -> list[Run]:
+        """Finished runs of an experiment, newest first."""
+        experiment_id = self.experiment_id(experiment_name)
+        flt = "attributes.status = 'FINISHED'"
+        if run_name is not None:
+            flt += f" and attributes.run_name = '{_quote(run_name)}'"
         answer = self._call(
             "POST",
             "runs/search",
-            {"experiment_ids": [experiment_id], "order_by": ["attributes.start_time DESC"], "max_results": 1},
+            {
+                "experiment_ids": [experiment_id],
+                "filter": flt,
+                "order_by": ["attributes.start_time DESC"],
+                "max_results": max_results,
+            },
         )
-        runs = answer.get("runs", [])
+        return [self._run(r) for r in answer.get("runs", [])]
+
+    def latest_run(self, experiment_name: str) -> Run:
+        runs = self.runs(experiment_name, max_results=1)
         if not runs:
-            raise NotFound(f"experiment '{experiment_name}' has no run")
-        return self._run(runs[0])
+            raise NotFound(f"experiment '{experiment_name}' has no finished run")
+        return runs[0]
 
     def get_run(self, run_id: str) -> Run:
         try:
@@ -164,28 +259,80 @@ class RegistryClient:
             name=str(info.get("run_name", "")),
             start_ms=int(info.get("start_time", 0)),
             artifact_uri=str(info.get("artifact_uri", "")),
+            experiment_id=str(info.get("experiment_id", "")),
+            status=str(info.get("status", "")),
         )
+
+    def logged_model_id(self, run: Run, artifact_path: str = "model") -> str | None:
+        """The MLflow 3 logged model a run produced (``log_model(name=...)``), preferring ``artifact_path``."""
+        answer = self._call(
+            "POST",
+            "logged-models/search",
+            {"experiment_ids": [run.experiment_id], "filter": f"source_run_id = '{_quote(run.run_id)}'"},
+        )
+        models = [m.get("info", {}) for m in answer.get("models", [])]
+        models.sort(key=lambda m: (m.get("name") != artifact_path, -int(m.get("creation_timestamp_ms", 0))))
+        return str(models[0]["model_id"]) if models else None
+
+    def _run_has_artifact(self, run: Run, path: str) -> bool:
+        try:
+            answer = self._call("GET", "artifacts/list", {"run_id": run.run_id, "path": path})
+        except NotFound:
+            return False
+        return any(f.get("path", "").endswith("/MLmodel") for f in answer.get("files", []))
 
     # ---- writing -----------------------------------------------------------------------
     def set_production(self, name: str, version: str) -> None:
         self._call("POST", "registered-models/alias", {"name": name, "alias": PRODUCTION_ALIAS, "version": version})
 
-    def register_run(self, name: str, run: Run, artifact_path: str = "model") -> ModelVersion:
-        """The version made from ``run``; registers it (and the model) when it is not yet registered."""
+    def delete_production(self, name: str) -> None:
+        self._call("DELETE", "registered-models/alias", {"name": name, "alias": PRODUCTION_ALIAS})
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        self._call("POST", "registered-models/set-tag", {"name": name, "key": key, "value": value})
+
+    def create_version(self, name: str, source: str, run_id: str, model_id: str | None = None) -> ModelVersion:
+        """A new version from ``source`` (registers the model name first when needed)."""
+        try:
+            self.get_model(name)
+        except NotFound:
+            self._call("POST", "registered-models/create", {"name": name})
+        body: dict[str, Any] = {"name": name, "source": source, "run_id": run_id}
+        if model_id:
+            body["model_id"] = model_id
+        return _version(self._call("POST", "model-versions/create", body)["model_version"])
+
+    def register_run(self, name: str, run: Run, artifact_path: str = "model") -> tuple[ModelVersion, bool]:
+        """The version made from ``run``, and whether it was registered just now.
+
+        Models logged by MLflow 3 clients live apart from the run (``models:/<model id>``); those of
+        older clients at ``<run artifacts>/<artifact_path>``. Either is registered as it is."""
         try:
             existing = self.versions(name)
         except NotFound:
-            self._call("POST", "registered-models/create", {"name": name})
             existing = []
-        for version in existing:
+        for version in reversed(existing):
             if version.run_id == run.run_id:
-                return version
-        answer = self._call(
-            "POST",
-            "model-versions/create",
-            {"name": name, "source": f"{run.artifact_uri}/{artifact_path}", "run_id": run.run_id},
-        )
-        return _version(answer["model_version"])
+                return version, False
+        model_id = self.logged_model_id(run, artifact_path)
+        if model_id:
+            return self.create_version(name, f"models:/{model_id}", run.run_id, model_id), True
+        if self._run_has_artifact(run, artifact_path):
+            return self.create_version(name, f"{run.artifact_uri}/{artifact_path}", run.run_id), True
+        raise NotFound(f"run {run.run_id} ('{run.name}') logged no model (no '{artifact_path}') to register")
+
+    def wait_ready(self, name: str, version: str, timeout_s: float = 60.0) -> ModelVersion:
+        """Model versions are created asynchronously by some stores: wait for READY."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            mv = self.get_version(name, version)
+            if mv.status in (READY, ""):
+                return mv
+            if mv.status == "FAILED_REGISTRATION":
+                raise RegistryError(f"{name} v{version} failed to register: {mv.status_message or 'no reason given'}")
+            if time.monotonic() > deadline:
+                raise RegistryError(f"{name} v{version} is still {mv.status} after {timeout_s:.0f}s")
+            time.sleep(0.5)
 
 
 def _quote(value: str) -> str:

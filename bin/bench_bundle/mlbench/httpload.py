@@ -103,6 +103,19 @@ class Connection(asyncio.Protocol):
             self._transport.close()
 
 
+async def open_connections(target: Target, count: int, gap_s: float = 0.002) -> list[Connection]:
+    """Connect like independent clients would, one after the other rather than in one burst.
+
+    The API's worker processes share one listening socket; a burst of connections tends to be
+    accepted by whichever process wakes first, leaving the other idle for the whole phase.
+    """
+    conns = []
+    for _ in range(count):
+        conns.append(await Connection.open(target))
+        await asyncio.sleep(gap_s)
+    return conns
+
+
 @dataclass
 class Tally:
     """What a phase counted inside its measuring window."""
@@ -144,7 +157,7 @@ async def closed_loop(
     awaited before every request (to hold clients back, e.g. while the queue is full).
     """
     tally = Tally(window_s=duration_s)
-    conns = [await Connection.open(target) for _ in range(concurrency)]
+    conns = await open_connections(target, concurrency)
     start = time.perf_counter()
     tally.window_start_wall = time.time() + warmup_s
     counting_from, stop_at = start + warmup_s, start + warmup_s + duration_s
@@ -221,7 +234,7 @@ async def open_loop(
     """Send requests at a fixed rate whatever the answers do (submission i at start + i/rate)."""
     result = Paced()
     pool: asyncio.Queue[Connection] = asyncio.Queue()
-    conns = [await Connection.open(target) for _ in range(connections)]
+    conns = await open_connections(target, connections)
     for conn in conns:
         pool.put_nowait(conn)
     tasks: list[asyncio.Task[None]] = []

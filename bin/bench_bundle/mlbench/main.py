@@ -28,10 +28,10 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pika.exceptions
 
@@ -43,6 +43,7 @@ MODEL = "BENCH_ECHO"
 PARKING_WORKER_ID = "bench-parking"
 ORIGINAL_QUEUE = "mlstack.bench.original-path"
 BUNDLE_DIR = Path(__file__).resolve().parents[1] / "worker_pub"
+T = TypeVar("T")
 DEFAULT_FEATURES = ["5.1;3.5;1.4;0.2", "6.7;3.0;5.2;2.3"]
 
 
@@ -110,7 +111,9 @@ class Results:
     latency_problems: dict[str, int] = field(default_factory=dict)
     latency_late: int = 0
     original: dict[int, tuple[float, int]] = field(default_factory=dict)
-    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # phase -> process group -> % of a core
+    rates: dict[str, float] = field(default_factory=dict)  # phase -> operations per second
+    spread: dict[str, str] = field(default_factory=dict)  # phase -> open client connections per API process
     memory: dict[str, procs.Memory] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -263,6 +266,22 @@ class Bench:
             raise BenchError(f"/worker/deregister answered HTTP {status}")
 
     # ---- phases ------------------------------------------------------------------------------
+    async def _measured(self, name: str, sample_after_s: float, load: Awaitable[T]) -> T:
+        """Run one load phase and record the CPU of each process group and how the API spread its clients."""
+        meter = self._meter()
+
+        def sample() -> None:
+            counts = procs.connections_per_pid(self.stack.api_workers, self.client.port)
+            self.results.spread[name] = "/".join(str(counts[p]) for p in sorted(counts, key=lambda p: -counts[p]))
+
+        timer = asyncio.get_running_loop().call_later(sample_after_s, sample)
+        meter.start()
+        try:
+            return await load
+        finally:
+            timer.cancel()
+            self.results.cpu[name] = meter.stop()
+
     async def accept_and_status(self) -> None:
         plan = self.plan
         self.parking = amqp.ParkingConsumer(self.settings.amqp_url, self.queue)
@@ -270,14 +289,17 @@ class Bench:
         ids: list[str] = []
         for concurrency in plan.accept_concurrency:
             self._say(f"/inference, {concurrency} client(s), {plan.accept_s:g}s")
-            meter = self._meter()
-            meter.start()
             request = self.inference_request
-            tally = await closed_loop(
-                self.client, concurrency, lambda r=request: r, _accept_check(ids), plan.accept_s, plan.warmup_s
+            name = f"/inference c={concurrency}"
+            tally = await self._measured(
+                name,
+                plan.warmup_s + plan.accept_s / 2,
+                closed_loop(
+                    self.client, concurrency, lambda r=request: r, _accept_check(ids), plan.accept_s, plan.warmup_s
+                ),
             )
-            self.results.cpu[f"/inference c={concurrency}"] = meter.stop()
             self.results.accept[concurrency] = tally
+            self.results.rates[name] = tally.rate
         if not ids:
             raise BenchError("no job was accepted; see the failures above")
         requests = itertools.cycle(
@@ -285,12 +307,13 @@ class Bench:
         )
         concurrency = plan.status_concurrency
         self._say(f"/status, {concurrency} clients, {plan.status_s:g}s")
-        meter = self._meter()
-        meter.start()
-        self.results.status = await closed_loop(
-            self.client, concurrency, requests.__next__, _status_check, plan.status_s, plan.warmup_s
+        name = f"/status c={concurrency}"
+        self.results.status = await self._measured(
+            name,
+            plan.warmup_s + plan.status_s / 2,
+            closed_loop(self.client, concurrency, requests.__next__, _status_check, plan.status_s, plan.warmup_s),
         )
-        self.results.cpu[f"/status c={concurrency}"] = meter.stop()
+        self.results.rates[name] = self.results.status.rate
         self.parking.stop()
         self.parking = None
         self.admin.purge(self.queue)
@@ -369,20 +392,23 @@ class Bench:
 
         self._say(f"end to end at saturation, {plan.e2e_clients} clients, backlog <= {backlog_limit}, {plan.e2e_s:g}s")
         watcher.start()
-        meter = self._meter()
-        meter.start()
+        name = "end to end, saturated"
         try:
-            tally = await closed_loop(
-                self.client, plan.e2e_clients, make_request, _accept_check(ids), plan.e2e_s, plan.warmup_s * 2, gate
+            tally = await self._measured(
+                name,
+                plan.warmup_s * 2 + plan.e2e_s / 2,
+                closed_loop(
+                    self.client, plan.e2e_clients, make_request, _accept_check(ids), plan.e2e_s, plan.warmup_s * 2, gate
+                ),
             )
         finally:
-            self.results.cpu["end to end, saturated"] = meter.stop()
             watcher.stop()
         self.results.e2e_queue_empty = watcher.empty_polls / max(1, watcher.polls)
         done, problems = await self._outcomes(ids)
         start, end = tally.window_start_wall, tally.window_start_wall + plan.e2e_s
         in_window = sum(1 for t in done.values() if start <= t <= end)
         self.results.e2e_rate = in_window / plan.e2e_s
+        self.results.rates[name] = self.results.e2e_rate
         self.results.e2e_jobs = len(ids)
         self.results.e2e_problems = {**tally.failures, **problems}
 
@@ -393,11 +419,12 @@ class Bench:
             return
         self.results.latency_rate = rate
         self._say(f"submit-to-Done latency at {rate:.0f} jobs/s (open loop), {self.plan.latency_s:g}s")
-        meter = self._meter()
-        meter.start()
         request = self.inference_request
-        paced: Paced = await open_loop(self.client, rate, self.plan.latency_s, lambda: request)
-        self.results.cpu["latency, half saturation"] = meter.stop()
+        paced: Paced = await self._measured(
+            "latency, half saturation",
+            self.plan.latency_s / 2,
+            open_loop(self.client, rate, self.plan.latency_s, lambda: request),
+        )
         ids: list[str] = []
         sent_at: dict[str, float] = {}
         problems: dict[str, int] = {}
@@ -432,11 +459,14 @@ class Bench:
                 self._say(f"original publish path, {concurrency} clients, {self.plan.original_s:g}s")
                 meter = procs.CpuMeter({"rabbitmq": self.stack.rabbitmq, "bench": [os.getpid()]})
                 meter.start()
-                processes = max(1, len(self.stack.api) - 1)  # as many as the API has workers
-                self.results.original[concurrency] = amqp.original_publish_rate(
+                processes = max(1, len(self.stack.api_workers))  # as many as the API has workers
+                rate, failed = amqp.original_publish_rate(
                     self.settings.amqp_url, ORIGINAL_QUEUE, concurrency, self.plan.original_s, processes
                 )
-                self.results.cpu[f"original path c={concurrency}"] = meter.stop()
+                name = f"original path c={concurrency}"
+                self.results.cpu[name] = meter.stop()
+                self.results.original[concurrency] = (rate, failed)
+                self.results.rates[name] = rate
                 self.admin.purge(ORIGINAL_QUEUE)
         finally:
             self.admin.delete(ORIGINAL_QUEUE)

@@ -63,9 +63,14 @@ def command_line(pid: int) -> str:
 
 @dataclass(frozen=True)
 class StackPids:
-    api: list[int]
+    api: list[int]  # gunicorn master and workers
     mongodb: list[int]
     rabbitmq: list[int]
+
+    @property
+    def api_workers(self) -> list[int]:
+        """The API processes whose parent is an API process too (gunicorn's workers)."""
+        return [p for p in self.api if _status_field(p, "PPid") in self.api]
 
 
 def find_stack(api_port: int) -> StackPids:
@@ -91,18 +96,17 @@ def find_stack(api_port: int) -> StackPids:
     return StackPids(api=api, mongodb=mongo, rabbitmq=rabbit)
 
 
-def children(pid: int) -> list[int]:
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    kids: list[int] = []
-    for task in tasks:
-        try:
-            kids += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-        except OSError:
-            continue
-    return kids
+def connections_per_pid(pids: list[int], port: int) -> dict[int, int]:
+    """Established TCP connections each process serves on `port` (how a server spread its clients)."""
+    sockets = _tcp_sockets()
+    return {
+        pid: sum(
+            1
+            for i in _socket_inodes(pid)
+            if i in sockets and sockets[i][0] == port and sockets[i][2] == _TCP_ESTABLISHED
+        )
+        for pid in pids
+    }
 
 
 # ---- memory ----------------------------------------------------------------------------
@@ -116,7 +120,7 @@ class Memory:
         return Memory(self.rss_kb + other.rss_kb, self.peak_rss_kb + other.peak_rss_kb, self.pss_kb + other.pss_kb)
 
 
-def _status_kb(pid: int, key: str) -> int:
+def _status_field(pid: int, key: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):
@@ -139,7 +143,7 @@ def _pss_kb(pid: int) -> int:
 def memory(pids: Iterable[int]) -> Memory:
     total = Memory(0, 0, 0)
     for pid in pids:
-        total = total + Memory(_status_kb(pid, "VmRSS"), _status_kb(pid, "VmHWM"), _pss_kb(pid))
+        total = total + Memory(_status_field(pid, "VmRSS"), _status_field(pid, "VmHWM"), _pss_kb(pid))
     return total
 
 

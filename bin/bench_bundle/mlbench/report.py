@@ -19,6 +19,7 @@ TARGET_ACCEPT = 2000.0
 TARGET_STATUS = 2500.0
 TARGET_E2E = 300.0
 TARGET_P99_MS = 50.0
+STACK_GROUPS = ("api", "mongodb", "rabbitmq", "workers", "bench")
 NOISE_PERCENT = 15.0  # CPU of processes outside the stack and the bench that makes a phase suspect
 
 
@@ -60,6 +61,26 @@ def _failures(title: str, failures: dict[str, int]) -> list[str]:
         return []
     top = sorted(failures.items(), key=lambda kv: -kv[1])[:3]
     return [f"  {title}: " + "; ".join(f"{n} x {what}" for what, n in top)]
+
+
+def _cpu_table(results: Results) -> list[str]:
+    cores = os.cpu_count() or 1
+    groups = ["api", "mongodb", "rabbitmq", "workers", "bench", "other", "machine"]
+    rows = []
+    for phase, share in results.cpu.items():
+        used = sum(share.get(g, 0.0) for g in STACK_GROUPS)  # % of one core spent by the stack and the bench
+        rate = results.rates.get(phase, 0.0)
+        per_op = f"{10 * used / rate:.2f}" if rate > 0 else "-"
+        ceiling = f"{100 * cores * rate / used:,.0f}/s" if rate > 0 and used > 0 else "-"
+        cells = [f"{share[g]:.0f}" if g in share else "-" for g in groups]
+        rows.append([phase, *cells, per_op, ceiling, results.spread.get(phase, "-")])
+    header = ["phase", *groups, "CPU ms/op", "ceiling", "API conns"]
+    return [
+        f"CPU during each phase, % of one core ({100 * cores}% = all {cores} cores; other = the rest of the machine).",
+        "CPU ms/op: stack + bench CPU per operation; ceiling: the rate at which that would fill every core.",
+        "API conns: open connections each API worker process served mid-phase.",
+        *_table(header, rows),
+    ]
 
 
 def render(results: Results, bench: Bench, elapsed_s: float) -> str:
@@ -142,16 +163,7 @@ def render(results: Results, bench: Bench, elapsed_s: float) -> str:
     if problems:
         out += ["", "problems:", *problems]
     if results.cpu:
-        out += [
-            "",
-            "CPU by process group during each phase (% of one core; all cores = "
-            f"{100 * (os.cpu_count() or 1)}%; other = everything else on the machine):",
-        ]
-        groups = ["api", "mongodb", "rabbitmq", "workers", "bench", "other", "machine"]
-        cpu_rows = [
-            [phase, *(f"{share[g]:.0f}" if g in share else "-" for g in groups)] for phase, share in results.cpu.items()
-        ]
-        out += _table(["phase", *groups], cpu_rows)
+        out += ["", *_cpu_table(results)]
     busy = [phase for phase, share in results.cpu.items() if share.get("other", 0) > NOISE_PERCENT]
     if busy:
         results.notes.append(

@@ -5,12 +5,13 @@ Each feature item is one iris flower as a ';'-separated string,
 species name per item ("setosa", "versicolor", "virginica").
 Invalid input is answered with a str (a Portuguese message), which the stack reports as the job's error.
 
-Where the model comes from is params.conf's `model_provider_name`:
+Where the model comes from is params.conf's `model_provider_name` (as shipped: `mlflow`), unless the
+environment variable `<MODEL NAME>_PROVIDER` (e.g. CLF_IRIS_PROVIDER=local) overrides it:
+- `mlflow`: the registry's `production` alias through mllibprodest (needs MLFLOW_TRACKING_URI,
+  MLFLOW_TRACKING_USERNAME/PASSWORD, and for s3:// artifact roots MLFLOW_S3_ENDPOINT_URL + AWS credentials).
+  It downloads into ./temp_area/<model>/ of the working directory, which must therefore be writable.
 - `local`: the directory written by training_model/train.py, named by MLSTACK_LOCAL_MODEL_DIR
   (default <bundle>/training_model/artifacts); the version is metadata.json's "version".
-- `mlflow`: the registry's `production` alias through mllibprodest (needs MLFLOW_TRACKING_URI,
-  MLFLOW_TRACKING_USERNAME/PASSWORD, and for S3 artifacts MLFLOW_S3_ENDPOINT_URL + AWS credentials). It
-  downloads into ./temp_area/<model>/ of the working directory, which must therefore be writable.
 """
 
 from __future__ import annotations
@@ -94,8 +95,20 @@ def _load_local(model_name: str) -> tuple[Any, dict[str, Any], str]:
     return model, dict(info), str(metadata["version"])
 
 
+def provider_of(model_name: str, configured: str) -> str:
+    """params.conf's provider, unless <MODEL NAME>_PROVIDER says otherwise: so that tests and machines
+    without a registry can serve the bundle from local files without editing params.conf."""
+    return os.environ.get(f"{model_name}_PROVIDER", "").strip() or configured
+
+
 def _production_version_mlflow(model_name: str) -> str:
-    return str(Provider.get_models_versions([model_name], provider="mlflow")[model_name])
+    try:
+        return str(Provider.get_models_versions([model_name], provider="mlflow")[model_name])
+    except Exception as e:
+        # mllibprodest reports e.g. refused credentials as a bare JSONDecodeError: say what was asked.
+        raise RuntimeError(f"Não foi possível obter a versão de produção do modelo '{model_name}' no MLflow "
+                           f"({os.environ.get('MLFLOW_TRACKING_URI', 'MLFLOW_TRACKING_URI não definida')}): "
+                           f"{e.__class__.__name__} - {e}") from e
 
 
 def _load_mlflow(model_name: str) -> tuple[Any, dict[str, Any], str]:
@@ -125,17 +138,16 @@ class ModeloCLF(ModelPublicationInterfaceCLF):
         # every reload); the worker runtime decides where log records go.
         self._logger = logging.getLogger(f"mlstack.bundle.{model_name}")
         self._model_name = model_name
-        self._provider = model_provider_name
-        if model_provider_name == "local":
+        self._provider = provider = provider_of(model_name, model_provider_name)
+        if provider == "local":
             self._model, self._info, self._version = _load_local(model_name)
-        elif model_provider_name == "mlflow":
+        elif provider == "mlflow":
             self._model, self._info, self._version = _load_mlflow(model_name)
         else:
-            raise ValueError(f"O provider '{model_provider_name}' do modelo '{model_name}' não é suportado. "
+            raise ValueError(f"O provider '{provider}' do modelo '{model_name}' não é suportado. "
                              f"Use 'local' ou 'mlflow'.")
         self._labels: list[str] = [str(label) for label in self._info.get("predictable_labels", [])]
-        self._logger.info("model %s v%s loaded from provider %s", model_name, self._version,
-                          model_provider_name)
+        self._logger.info("model %s v%s loaded from provider %s", model_name, self._version, provider)
 
     def get_model_name(self) -> str:
         return self._model_name

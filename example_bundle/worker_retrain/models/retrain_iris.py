@@ -4,13 +4,14 @@ The runner (as in the original stack) loads the production model, its params, ba
 asks `evaluate` whether the model still meets its baseline on the current data and, if not, calls `retrain`.
 A retrained model is registered in MLflow but never promoted: the 'production' alias stays an operator's call.
 
-Providers (params.conf):
-- model_provider_name `mlflow`: mllibprodest's loaders (./temp_area/<model>/ in the working directory).
-  `local`: the directory written by training_model/train.py (MLSTACK_LOCAL_MODEL_DIR, default
+Providers (params.conf; `<MODEL NAME>_PROVIDER`, e.g. CLF_IRIS_PROVIDER=local, overrides the model provider):
+- model_provider_name `mlflow` (as shipped): mllibprodest's loaders (./temp_area/<model>/ in the working
+  directory). `local`: the directory written by training_model/train.py (MLSTACK_LOCAL_MODEL_DIR, default
   <bundle>/training_model/artifacts), copied into ./temp_area/<model>/ the same way, so everything below
   works on one layout. A local retrain leaves its new artifacts in ./temp_area/<model>/ and registers nothing.
 - dataset_provider_name: mllibprodest's `local` (LOCAL_PATH = a directory holding iris_features.csv and
-  iris_targets.csv, e.g. <artifacts>/datasets) or `minio`. Both files are ';'-separated CSV with a header.
+  iris_targets.csv; default <bundle>/training_model/artifacts/datasets, where train.py writes them) or
+  `minio`. Both files are ';'-separated CSV with a header.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from mllibprodest.interfaces import ModelPublicationInterfaceRETRAIN
 
 LOCAL_DIR_ENV = "MLSTACK_LOCAL_MODEL_DIR"
 DEFAULT_LOCAL_DIR = Path(__file__).resolve().parents[2] / "training_model" / "artifacts"
+DEFAULT_DATASETS_DIR = DEFAULT_LOCAL_DIR / "datasets"
 N_FEATURES = 4
 LOCAL_ARTIFACTS = ["model.pkl", "ModelInfo.pkl", "TrainingParams.pkl", "TrainingDatasetsNames.pkl",
                    "BaselineMetrics.pkl"]
@@ -94,16 +96,21 @@ def build_model(params: dict[str, Any]) -> Pipeline:
     )
 
 
+def provider_of(model_name: str, configured: str) -> str:
+    """params.conf's provider, unless <MODEL NAME>_PROVIDER says otherwise (tests, machines without a registry)."""
+    return os.environ.get(f"{model_name}_PROVIDER", "").strip() or configured
+
+
 class ModeloRETRAIN(ModelPublicationInterfaceRETRAIN):
     def __init__(self, model_name: str, model_provider_name: str, experiment_name: str,
                  dataset_provider_name: str) -> None:
         self._logger = logging.getLogger(f"mlstack.bundle.{model_name}.retrain")
         self._model_name = model_name
-        self._provider = model_provider_name
+        self._provider = provider = provider_of(model_name, model_provider_name)
         self._experiment_name = experiment_name
         self._dataset_provider = dataset_provider_name
-        if model_provider_name not in ("local", "mlflow"):
-            raise ValueError(f"O provider '{model_provider_name}' do modelo '{model_name}' não é suportado. "
+        if provider not in ("local", "mlflow"):
+            raise ValueError(f"O provider '{provider}' do modelo '{model_name}' não é suportado. "
                              f"Use 'local' ou 'mlflow'.")
 
     def get_model_name(self) -> str:
@@ -117,6 +124,13 @@ class ModeloRETRAIN(ModelPublicationInterfaceRETRAIN):
 
     def get_dataset_provider_name(self) -> str:
         return self._dataset_provider
+
+    @staticmethod
+    def load_datasets(datasets_filenames: dict, provider: str = "minio") -> dict:
+        if provider == "local":
+            # mllibprodest's local provider reads LOCAL_PATH; default to where train.py writes the data.
+            os.environ.setdefault("LOCAL_PATH", str(DEFAULT_DATASETS_DIR))
+        return ModelPublicationInterfaceRETRAIN.load_datasets(datasets_filenames, provider)
 
     # mllibprodest's loaders know only 'mlflow'; these add 'local' and otherwise defer to it.
     @staticmethod

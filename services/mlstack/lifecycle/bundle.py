@@ -1,0 +1,64 @@
+"""Where the parts of a model bundle are, and what their params.conf says."""
+
+from __future__ import annotations
+
+import configparser
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlstack.lifecycle import LifecycleError
+
+PARTS = {"train": "training_model", "pub": "worker_pub", "retrain": "worker_retrain"}
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    name: str
+    model_class: str
+    experiment_name: str
+    provider: str
+    dataset_provider: str
+
+
+def part_dir(bundle: Path, part: str) -> Path:
+    """``bundle/<part folder>``; a part folder given directly is accepted too."""
+    folder = PARTS[part]
+    marker = "train.py" if part == "train" else "params.conf"
+    for candidate in (bundle / folder, bundle):
+        if (candidate / marker).is_file():
+            return candidate.resolve()
+    raise LifecycleError(f"{bundle} is not a model bundle: no {folder}/{marker} in it")
+
+
+def read_sections(part: Path) -> list[ModelSection]:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep option names as written
+    path = part / "params.conf"
+    try:
+        parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
+    except (OSError, configparser.Error) as exc:
+        raise LifecycleError(f"cannot read {path}: {exc}") from None
+    sections = [
+        ModelSection(
+            name=name,
+            model_class=parser[name].get("model_class", ""),
+            experiment_name=parser[name].get("experiment_name", ""),
+            provider=parser[name].get("model_provider_name", ""),
+            dataset_provider=parser[name].get("dataset_provider_name", ""),
+        )
+        for name in parser.sections()
+    ]
+    if not sections:
+        raise LifecycleError(f"{path}: no model section")
+    return sections
+
+
+def experiments(bundle: Path) -> list[str]:
+    """Experiment names the bundle's pub and retrain parts name (where its training logs runs)."""
+    names: set[str] = set()
+    for part in ("pub", "retrain"):
+        try:
+            names |= {s.experiment_name for s in read_sections(part_dir(bundle, part)) if s.experiment_name}
+        except LifecycleError:
+            continue
+    return sorted(names)

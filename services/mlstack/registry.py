@@ -128,7 +128,7 @@ class RegistryClient:
                 raise RegistryAuthError(
                     f"MLflow at {self.url}: the user in MLFLOW_TRACKING_USERNAME may not do this ({path}, HTTP 403)"
                 ) from None
-            if exc.code == 404 or "RESOURCE_DOES_NOT_EXIST" in detail:
+            if exc.code == 404 or "RESOURCE_DOES_NOT_EXIST" in detail or _missing_alias(exc.code, detail):
                 raise NotFound(detail) from None
             raise RegistryError(f"MLflow {path}: HTTP {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
@@ -333,6 +333,11 @@ class RegistryClient:
             if time.monotonic() > deadline:
                 raise RegistryError(f"{name} v{version} is still {mv.status} after {timeout_s:.0f}s")
             time.sleep(0.5)
+
+
+def _missing_alias(code: int, detail: str) -> bool:
+    # MLflow 3 answers a registered model without the alias with 400 INVALID_PARAMETER_VALUE, not 404.
+    return code == 400 and "alias" in detail and "not found" in detail
 
 
 def _quote(value: str) -> str:

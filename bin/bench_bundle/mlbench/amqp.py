@@ -119,6 +119,10 @@ class DepthWatcher:
         self._thread.join(10)
         self._admin.close()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def backlog(self) -> int:
         """Messages waiting in the queue, counting the ones submitted since the last poll as waiting too."""
         return self._ready_messages + self._submitted() - self._submitted_at_poll

@@ -249,6 +249,11 @@ async def open_loop(
         sent = time.perf_counter()
         try:
             result.answers[index] = await conn.request(request)
+        except (ConnectionError, OSError) as exc:
+            result.answers[index] = (0, f"connection: {exc.__class__.__name__}".encode())
+            conn.close()
+            conn = await Connection.open(target)
+            conns.append(conn)
         finally:
             result.answer_latency_s[index] = time.perf_counter() - sent
             pool.put_nowait(conn)

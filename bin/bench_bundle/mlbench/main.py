@@ -188,7 +188,7 @@ class Bench:
         self.results = Results()
         self.workers: list[EchoWorker] = []
         self.parking: amqp.ParkingConsumer | None = None
-        self.state_dir = Path(tempfile.mkdtemp(prefix="mlstack-bench-"))
+        self.state_dir: Path | None = None  # the workers' state and logs, made when they start
         self.keep_state = False
         self.stack = procs.StackPids([], [], [])
         self.inference_request = self.client.post(
@@ -211,7 +211,10 @@ class Bench:
 
     # ---- setup and teardown ------------------------------------------------------------
     async def setup(self) -> None:
-        await _ready(self.client)
+        try:
+            await _ready(self.client)
+        except OSError as exc:
+            raise BenchError(f"cannot reach the API at {self.settings.api_url}: {exc}") from exc
         status, answer = await _call(self.client, "/status", {"job_id": "bench-token-check"})
         if status == 401:
             raise BenchError("the API rejected MLSTACK_API_TOKEN")
@@ -248,10 +251,11 @@ class Bench:
             self._best_effort(f"purging {self.queue}", lambda: self.admin.purge(self.queue))
             self._best_effort(f"deleting {self.queue}", lambda: self.admin.delete(self.queue))
         self._best_effort("closing the broker connection", self.admin.close)
-        if self.keep_state:
-            print(f"worker logs kept in {self.state_dir}", file=sys.stderr)
-        else:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self.state_dir is not None:
+            if self.keep_state:
+                print(f"worker logs kept in {self.state_dir}", file=sys.stderr)
+            else:
+                shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def _best_effort(self, what: str, action: Callable[[], object]) -> None:
         try:
@@ -321,6 +325,7 @@ class Bench:
 
     async def start_echo_workers(self) -> None:
         self._say(f"starting {self.worker_count} BENCH_ECHO worker(s)")
+        self.state_dir = Path(tempfile.mkdtemp(prefix="mlstack-bench-"))
         self.workers = start_workers(
             self.worker_count,
             BUNDLE_DIR,
@@ -388,6 +393,8 @@ class Bench:
 
         async def gate() -> None:
             while watcher.backlog() >= backlog_limit:
+                if not watcher.alive:
+                    raise BenchError(f"lost the broker connection that watches {self.queue}")
                 await asyncio.sleep(0.001)
 
         self._say(f"end to end at saturation, {plan.e2e_clients} clients, backlog <= {backlog_limit}, {plan.e2e_s:g}s")
@@ -472,8 +479,8 @@ class Bench:
             self.admin.delete(ORIGINAL_QUEUE)
 
     async def run(self) -> Results:
-        await self.setup()
         try:
+            await self.setup()
             await self.accept_and_status()
             await self.start_echo_workers()
             await self.saturation()
@@ -491,7 +498,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bin/bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="short phases: a smoke run of about 40 s")
+    parser.add_argument("--quick", action="store_true", help="short phases: a smoke run of about 30 s")
     parser.add_argument("--workers", type=int, default=4, help="BENCH_ECHO Pub workers to start (default 4)")
     parser.add_argument("--prefetch", type=int, default=1, help="MLSTACK_PREFETCH of those workers (default 1)")
     parser.add_argument("--model-worker-pid", type=int, help="pid of a Pub worker of a real bundle, for its memory")

@@ -164,6 +164,15 @@ def render(results: Results, bench: Bench, elapsed_s: float) -> str:
         out += ["", "problems:", *problems]
     if results.cpu:
         out += ["", *_cpu_table(results)]
+    out += [
+        "",
+        "how to read it:",
+        "  accepted = answered Queued (job stored, message confirmed by RabbitMQ); the accept phases park one",
+        "  consumer on the queue so no worker competes for the CPU. submit->Done: from sending /inference to the",
+        "  moment the API stored the worker's result (what a client polling /status could see at the earliest).",
+        "  The original publish path is its AMQP part only (no HTTP, no MongoDB), so ours/original understates",
+        "  the gain over the original API; the issue's ~200/s is that API measured end to end.",
+    ]
     busy = [phase for phase, share in results.cpu.items() if share.get("other", 0) > NOISE_PERCENT]
     if busy:
         results.notes.append(

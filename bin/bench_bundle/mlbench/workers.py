@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -9,6 +11,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the bench dies, so a killed bench leaves no worker behind."""
+    # Not Linux: no prctl, and the workers are stopped by the bench's cleanup only.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -51,7 +62,8 @@ def start_workers(
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True,  # a Ctrl-C reaches the bench, which stops the workers in order
+                preexec_fn=_die_with_parent,
             )
         workers.append(EchoWorker(worker_id, process, log_path))
     return workers

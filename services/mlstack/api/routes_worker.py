@@ -82,23 +82,27 @@ async def job_result(
         raise HTTPException(status_code=422, detail=f"status must be one of {list(FINAL_STATUSES)}")
     now = time.time()
     try:
-        job = await services.store.get_job(job_id)
-        if job is None:
-            return JSONResponse({"accepted": False, "reason": StartOutcome.UNKNOWN.value})
+        job: dict[str, Any] | None = None
+        if body.datetime is None or body.method == "get_feedback":
+            job = await services.store.get_job(job_id)  # older workers, or api_metrics to merge
+            if job is None:
+                return JSONResponse({"accepted": False, "reason": StartOutcome.UNKNOWN.value})
+        created = body.datetime if body.datetime is not None else float((job or {}).get("datetime", now))
         response: Any = body.response
-        if job.get("method") == "get_feedback" and body.status == "Done":
+        if job is not None and job.get("method") == "get_feedback" and body.status == "Done":
             response = {"model_metrics": response, "api_metrics": job.get("api_metrics", {})}
         fields = {
             "status": body.status,
             "response": response,
             "model_version": body.model_version,
             "queue_response_time_sec": body.queue_response_time_sec,
-            "total_response_time_sec": now - float(job.get("datetime", now)),
+            "total_response_time_sec": now - created,
             "finished_at": now,
         }
         outcome = await services.store.finish_job(job_id, fields, now)
         if outcome is StartOutcome.EXPIRED:
-            await services.store.expire_job(job_id, messages.job_expired(int(job.get("ttl_ms", 0))), now)
+            expired = job or await services.store.get_job(job_id) or {}
+            await services.store.expire_job(job_id, messages.job_expired(int(expired.get("ttl_ms", 0))), now)
     except StoreError as exc:
         raise _unavailable() from exc
     if outcome is StartOutcome.RUN:

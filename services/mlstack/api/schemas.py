@@ -52,3 +52,6 @@ class ResultRequest(BaseModel):
     response: Any = None
     model_version: str = ""
     queue_response_time_sec: float = -1.0
+    # Echoed from the job message, so storing a result needs no read of the job first.
+    method: str = ""
+    datetime: float | None = None

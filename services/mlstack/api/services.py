@@ -70,7 +70,7 @@ class Services:
             raise BrokerUnavailable("no confirm from the broker in time") from exc
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 

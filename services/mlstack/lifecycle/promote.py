@@ -56,7 +56,10 @@ def experiment_of_model(client: RegistryClient, name: str) -> str:
     try:
         versions = client.versions(name)
     except NotFound:
-        versions = []
+        raise LifecycleError(
+            f"model '{name}' is not registered in MLflow at {client.url}; to make a run its first version, "
+            "name the run (--run) or its experiment (--experiment)"
+        ) from None
     for version in reversed(versions):
         if version.run_id:
             try:

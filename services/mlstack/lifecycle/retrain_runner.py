@@ -132,6 +132,21 @@ def retrain_one(model: Any) -> dict[str, Any]:
     return result
 
 
+def _dedupe_log_handlers() -> None:
+    """mllibprodest adds one console handler to its logger per module that imports it: keep one of each."""
+    for logger in list(logging.root.manager.loggerDict.values()):
+        if not isinstance(logger, logging.Logger) or len(logger.handlers) < 2:
+            continue
+        seen: set[tuple[Any, ...]] = set()
+        kept = []
+        for handler in logger.handlers:
+            key = (type(handler), getattr(handler, "stream", None), getattr(handler, "baseFilename", None))
+            if key not in seen:
+                seen.add(key)
+                kept.append(handler)
+        logger.handlers = kept
+
+
 def prepare(bundle: Path, workdir: Path) -> None:
     """Work in ``workdir`` (links to the bundle): mllibprodest reads ./params.conf and writes ./temp_area."""
     from mlstack.worker.bundle import prepare_workdir
@@ -159,6 +174,7 @@ def run(bundle: Path, workdir: Path) -> dict[str, Any]:
             raise
         summary.update(ok=False, error=f"cannot instantiate the models: {exc.__class__.__name__}: {exc}")
         return summary
+    _dedupe_log_handlers()
     if not isinstance(models, dict) or not models:
         summary.update(ok=False, error="params.conf names no model")
         return summary

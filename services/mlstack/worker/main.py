@@ -103,6 +103,8 @@ class PubWorker:
             "response": result.response,
             "model_version": result.model_version,
             "queue_response_time_sec": queue_time,
+            "method": message.get("method", ""),
+            "datetime": message.get("datetime"),
         }
         answered = self._retry(
             f"result {job_id}", lambda: self.api.result(job_id, payload), self.settings.result_retry_s

@@ -62,7 +62,8 @@ def test_worker_killed_mid_job_runs_it_to_completion_exactly_once(main_stack: St
     token = secrets.token_hex(6)
     job_id = api.submit("TEST_SLOW", "predict", [f"slow:3:{token}"])
     wait_for(lambda: _count(main_stack, "start", token) >= 1, 20, "the slow job to start")
-    assert api.status(job_id)["status"] == "Running"
+    # Workers report Running once a job has run for a moment (fast jobs go straight to Done).
+    wait_for(lambda: api.status(job_id)["status"] == "Running", 5, "the job to be reported Running")
 
     main_stack.workers["slow"].kill()
     main_stack.vhost.wait_no_consumers("TEST_SLOW")

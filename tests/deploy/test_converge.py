@@ -94,6 +94,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     (shim / "systemctl").chmod(0o755)
 
     mongo_port, s3_port, api_port, mlflow_port = (_free_port() for _ in range(4))
+    (tmp / "nx").mkdir()
     mongo = subprocess.Popen(
         [str(test_venv / "bin/nx-27017"), "--data-dir", str(tmp / "nx"), "-p", str(mongo_port)],
         stdout=(tmp / "nx.log").open("w"),

@@ -18,11 +18,14 @@ from mlstack.registry import RegistryClient
 from mlstack.settings import SettingsError, WorkerSettings
 from mlstack.worker.api_client import ApiClient, ApiRejected, ApiUnavailable
 from mlstack.worker.bundle import BundleError, ModelSpec, load_pub_models, pub_specs
-from mlstack.worker.execution import run_job
+from mlstack.worker.execution import JobResult, run_job
 from mlstack.worker.status import ModelState, StatusReporter, sd_notify, watchdog_interval_s
 from mlstack.worker.versions import TempDirJanitor, VersionMonitor, version_of
 
 log = logging.getLogger("mlstack.worker")
+
+# A job still running after this long is reported as Running (see _run_reporting_running).
+RUNNING_REPORT_DELAY_S = 0.05
 
 
 class PubWorker:
@@ -88,16 +91,21 @@ class PubWorker:
         if model is None:  # cannot happen with per-model queues, but never lose the job over it
             log.error("job %s is for model %s, which this worker does not serve", job_id, model_name)
             return Outcome.REQUEUE
-        queue_time = time.time() - float(message.get("datetime", time.time()))
-        wid = self.settings.worker_id
-        started = self._retry(f"start {job_id}", lambda: self.api.start(job_id, wid), self.settings.result_retry_s)
-        if started is None:
-            return Outcome.REQUEUE
-        run, reason = started
-        if not run:
-            log.info("job %s skipped: %s", job_id, reason)
-            return Outcome.ACK
-        result = run_job(model, model_name, message)
+        created = float(message.get("datetime", time.time()))
+        queue_time = time.time() - created
+        if delivery.redelivered:
+            # A redelivered job may have finished (or expired) already: ask the API before running it.
+            may_run = self._may_run(job_id)
+            if may_run is None:
+                return Outcome.REQUEUE  # the API is unreachable: keep the job for later
+            if not may_run:
+                return Outcome.ACK
+            result = run_job(model, model_name, message)
+        else:
+            if time.time() > created + float(message.get("ttl_ms", 0)) / 1000:
+                log.info("job %s skipped: expired while queued", job_id)
+                return Outcome.ACK
+            result = self._run_reporting_running(model, model_name, job_id, message)
         payload = {
             "status": result.status,
             "response": result.response,
@@ -115,6 +123,39 @@ class PubWorker:
         if not accepted:
             log.info("result of job %s not applied: %s", job_id, reason)
         return Outcome.ACK
+
+    def _may_run(self, job_id: str) -> bool | None:
+        """Marks the job Running if it may run; None when the API cannot be reached."""
+        wid = self.settings.worker_id
+        started = self._retry(f"start {job_id}", lambda: self.api.start(job_id, wid), self.settings.result_retry_s)
+        if started is None:
+            return None
+        run, reason = started
+        if not run:
+            log.info("job %s skipped: %s", job_id, reason)
+        return run
+
+    def _run_reporting_running(self, model: Any, model_name: str, job_id: str, message: dict[str, Any]) -> JobResult:
+        """Run a first-delivery job; tell the API it is Running only if it lasts long enough to be seen.
+
+        Most jobs take a millisecond: reporting Running for them would cost the API a write per job
+        that no client can observe. The result itself is applied only if the job has not expired.
+        """
+        wid = self.settings.worker_id
+        timer = threading.Timer(RUNNING_REPORT_DELAY_S, self._report_running, args=(job_id, wid))
+        timer.daemon = True
+        timer.start()
+        try:
+            return run_job(model, model_name, message)
+        finally:
+            timer.cancel()
+            timer.join()  # the Running report, if sent, lands before the result
+
+    def _report_running(self, job_id: str, worker_id: str) -> None:
+        try:
+            self.api.start(job_id, worker_id)
+        except (ApiUnavailable, ApiRejected) as exc:
+            log.warning("could not report job %s as Running: %s", job_id, exc)
 
     # ---- lifecycle -------------------------------------------------------------------
     def heartbeat(self) -> None:

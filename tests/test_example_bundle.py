@@ -59,6 +59,7 @@ out["evaluate_len"] = m.evaluate(["5.1;3.5;1.4;0.2"], ["setosa", "setosa"])
 out["feedback"] = m.get_feedback(["setosa", "versicolor", "virginica", "setosa"],
                                  ["setosa", "virginica", "virginica", "unicorn"])
 out["feedback_len"] = m.get_feedback(["setosa"], ["setosa", "setosa"])
+os.environ.pop("CLF_IRIS_PROVIDER", None)
 for provider in ("s3bucket",):
     try:
         ModeloCLF("CLF_IRIS", provider)

@@ -16,6 +16,10 @@ LOG_DIR="$DEV_DIR/logs"
 CORE_VENV="$MLSTACK_ROOT/.venv"
 EXAMPLE_BUNDLE="$MLSTACK_ROOT/example_bundle"
 BUNDLE_VENV="$DEV_DIR/venvs/example_bundle-pub"
+# Ansible, ansible-lint and the systemctl stand-in, for the deployment tests only.
+DEPLOY_VENV="$DEV_DIR/venvs/deploy"
+# The model registry server (MLflow + its basic-auth app), started by bin/mlstack-registry.
+MLFLOW_VENV="$DEV_DIR/venvs/mlflow"
 AMQP_HOST=127.0.0.1
 AMQP_PORT=5672
 AMQP_URL_DEFAULT="amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -183,6 +187,17 @@ bootstrap_venvs() {
     venv_ensure "$BUNDLE_VENV" \
         "$bundle_req $MLSTACK_ROOT/services/pyproject.toml" \
         -r example_bundle/worker_pub/requirements.txt -e './services[worker]'
+    # Same arguments as bin/mlstack-registry uses, so both agree on when it is up to date.
+    venv_ensure "$MLFLOW_VENV" "$MLSTACK_ROOT/requirements-mlflow.txt" -r requirements-mlflow.txt
+    flock -u 8
+    exec 8>&-
+}
+
+# bootstrap_deploy_venv: the venv of the deployment tests (bin/test only).
+bootstrap_deploy_venv() {
+    exec 8>"$DEV_DIR/venvs.lock"
+    flock 8
+    venv_ensure "$DEPLOY_VENV" "$MLSTACK_ROOT/requirements-deploy.txt" -r requirements-deploy.txt
     flock -u 8
     exec 8>&-
 }

@@ -85,8 +85,8 @@ main.add_command(health_command)
 
 _VENV_HELP = (
     "Virtualenv for the bundle part (made or updated from its requirements.txt + mlstack). "
-    "Default: $MLSTACK_VENV_DIR/<bundle>-<digest of requirements.txt>, MLSTACK_VENV_DIR defaulting to "
-    "~/.cache/mlstack/venvs."
+    "Default: $MLSTACK_BUNDLE_VENV, else $MLSTACK_VENV_DIR/<bundle>-<digest of requirements.txt> with "
+    "MLSTACK_VENV_DIR defaulting to ~/.cache/mlstack/venvs."
 )
 _BUNDLE = click.Path(exists=True, file_okay=False, path_type=Path)
 _VENV = click.Path(file_okay=False, path_type=Path)
@@ -95,7 +95,7 @@ _VENV = click.Path(file_okay=False, path_type=Path)
 # ---- train ---------------------------------------------------------------------------------
 @main.command("train", context_settings={"ignore_unknown_options": True})
 @click.argument("bundle", type=_BUNDLE)
-@click.option("--venv", "venv_dir", type=_VENV, help=_VENV_HELP)
+@click.option("--venv", "venv_dir", type=_VENV, envvar="MLSTACK_BUNDLE_VENV", help=_VENV_HELP)
 @click.argument("train_args", nargs=-1, type=click.UNPROCESSED)
 @friendly
 def train_command(bundle: Path, venv_dir: Path | None, train_args: tuple[str, ...]) -> None:
@@ -129,7 +129,7 @@ def train_command(bundle: Path, venv_dir: Path | None, train_args: tuple[str, ..
 # ---- retrain -------------------------------------------------------------------------------
 @main.command("retrain")
 @click.argument("bundle", type=_BUNDLE)
-@click.option("--venv", "venv_dir", type=_VENV, help=_VENV_HELP)
+@click.option("--venv", "venv_dir", type=_VENV, envvar="MLSTACK_BUNDLE_VENV", help=_VENV_HELP)
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -107,3 +107,36 @@ def test_retrain_never_promotes(registry: Registry, bundle_venv: Path) -> None:
     assert ok(mlstack("models", "list", "LC_PROMOTER", registry=registry)).startswith(
         f"LC_PROMOTER  (production: v{first})"
     )
+
+
+def test_promote_and_rollback_keep_a_history_stack(registry: Registry) -> None:
+    """Rollback after rollback walks back through earlier production versions, one per call, and a
+    version moved to production outside mlstack (MLflow UI) is taken into the history."""
+    env = cli_env(registry)
+    auth = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    api = f"{registry.url}/api/2.0/mlflow"
+    experiment = httpx.post(f"{api}/experiments/create", json={"name": "lc_history"}, auth=auth, timeout=10)
+    run = httpx.post(
+        f"{api}/runs/create", json={"experiment_id": experiment.json()["experiment_id"]}, auth=auth, timeout=10
+    )
+    run_id = run.json()["run"]["info"]["run_id"]
+    client = registry.client()
+    versions = [client.create_version("LC_HISTORY", f"runs:/{run_id}/model", run_id).version for _ in range(4)]
+    assert versions == ["1", "2", "3", "4"]
+
+    def cli(*args: str) -> str:
+        return ok(mlstack("models", *args, "LC_HISTORY", registry=registry)).strip()
+
+    for version in ("1", "2", "3"):
+        cli("promote", "--version", version)
+    assert cli("promote", "--version", "3") == "LC_HISTORY: v3 already is production"
+    client.set_production("LC_HISTORY", "4")  # someone used the MLflow UI
+    assert cli("rollback") == "LC_HISTORY: production is now v3 (rolled back from v4)"
+    assert cli("rollback") == "LC_HISTORY: production is now v2 (rolled back from v3)"
+    assert cli("rollback") == "LC_HISTORY: production is now v1 (rolled back from v2)"
+    last = mlstack("models", "rollback", "LC_HISTORY", registry=registry)
+    assert last.returncode == 1 and "no earlier production version than v1" in last.stderr, last
+    assert client.production_version("LC_HISTORY") == "1"
+    # Promoting again starts a new branch on top of what is left.
+    cli("promote", "--version", "4")
+    assert cli("rollback") == "LC_HISTORY: production is now v1 (rolled back from v4)"

@@ -9,6 +9,7 @@ reported as a failure.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -59,6 +60,19 @@ def restore_production(
     return moved
 
 
+# Directories the bundle reads from the environment; the runner works elsewhere, so relative ones are
+# made absolute against the operator's working directory.
+PATH_VARIABLES = ("LOCAL_PATH", "MLSTACK_LOCAL_MODEL_DIR")
+
+
+def runner_env(env: Mapping[str, str]) -> dict[str, str]:
+    child = bundle_env(env)
+    for name in PATH_VARIABLES:
+        if child.get(name):
+            child[name] = os.path.abspath(child[name])
+    return child
+
+
 def run_runner(python: Path, part: Path, env: Mapping[str, str], workdir: Path | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mlstack-retrain-") as scratch:
         result_file = Path(scratch) / "result.json"
@@ -74,7 +88,7 @@ def run_runner(python: Path, part: Path, env: Mapping[str, str], workdir: Path |
             str(result_file),
         ]
         try:
-            proc = subprocess.run(argv, env=bundle_env(env), stdin=subprocess.DEVNULL, check=False)
+            proc = subprocess.run(argv, env=runner_env(env), stdin=subprocess.DEVNULL, check=False)
         except OSError as exc:
             raise LifecycleError(f"cannot run {python}: {exc}") from None
         try:

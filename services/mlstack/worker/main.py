@@ -207,6 +207,10 @@ def _prepare_process(settings: WorkerSettings) -> None:
     tempfile.tempdir = str(tmp)
     # Without this, importing mllibprodest writes ./logs/ and fails on a read-only directory.
     os.environ.setdefault("STACK_LOG_OUTPUT", "console")
+    # MLflow's client retries a failing download 7 times with backoff (about 4 minutes) before a
+    # broken model version is reported; a worker should say so within seconds and keep serving.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 
 def main() -> None:

@@ -37,6 +37,14 @@ def version_of(model: Any) -> str:
     return version if isinstance(version, str) else ""
 
 
+def provider_of(model: Any, spec: ModelSpec) -> str:
+    try:
+        provider = model.get_model_provider_name()
+    except Exception:
+        return spec.provider
+    return provider if isinstance(provider, str) else spec.provider
+
+
 class TempDirJanitor:
     """mllibprodest leaves a model copy in $TMPDIR on every load; remove what a load added."""
 
@@ -74,7 +82,8 @@ class VersionMonitor:
         self._failed: dict[str, tuple[str, float]] = {}  # model -> (version, when it failed)
 
     def watched(self) -> list[str]:
-        return sorted(name for name, spec in self.specs.items() if spec.provider == REGISTRY_PROVIDER)
+        """Models whose instance says it comes from MLflow (a bundle may override params.conf's provider)."""
+        return sorted(name for name in self.specs if provider_of(self.models[name], self.specs[name]) == REGISTRY_PROVIDER)
 
     def run(self, interval_s: float, stopping: threading.Event) -> None:
         while not stopping.wait(interval_s):

@@ -83,7 +83,9 @@ class VersionMonitor:
 
     def watched(self) -> list[str]:
         """Models whose instance says it comes from MLflow (a bundle may override params.conf's provider)."""
-        return sorted(name for name in self.specs if provider_of(self.models[name], self.specs[name]) == REGISTRY_PROVIDER)
+        return sorted(
+            name for name, spec in self.specs.items() if provider_of(self.models[name], spec) == REGISTRY_PROVIDER
+        )
 
     def run(self, interval_s: float, stopping: threading.Event) -> None:
         while not stopping.wait(interval_s):

@@ -69,9 +69,9 @@ class Site:
     api_url: str
     credentials: Path
 
-    def playbook(self) -> subprocess.CompletedProcess[str]:
-        # The README's main command, plus this machine's stand-ins.
-        cmd = [str(ansible_bin_dir() / "ansible-playbook"), "site.yml", "-e", f"@{self.vars_file}"]
+    def playbook(self, *args: str) -> subprocess.CompletedProcess[str]:
+        # The README's main command (bin/deploy runs exactly this), plus this machine's stand-ins.
+        cmd = [str(ansible_bin_dir() / "ansible-playbook"), *(args or ("site.yml",)), "-e", f"@{self.vars_file}"]
         return subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=3600, check=False)
 
     def systemctl(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -133,7 +133,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         )
     )
     env = ansible_env(PATH=f"{shim}:{ansible_bin_dir()}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    for name in [k for k in env if k.startswith(("MLSTACK_", "MLFLOW_", "AWS_"))]:
+    for name in [k for k in env if k.startswith(("MLSTACK_", "MLFLOW_", "AWS_", "CLF_IRIS_", "STACK_LOG"))]:
         del env[name]  # test settings must not leak into the services systemctl3 starts
     try:
         _wait_port(mongo_port)
@@ -169,6 +169,10 @@ def _recap(output: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def converged(site: Site) -> Site:
+    # Start from a clean host: an earlier run on this machine left services whose data
+    # (e.g. MLflow's users) was made with other credentials. This also exercises destroy.yml.
+    destroyed = site.playbook("playbooks/destroy.yml", "-e", "confirm=yes", "-e", "purge_data=true")
+    assert destroyed.returncode == 0, destroyed.stdout[-5000:] + destroyed.stderr[-2000:]
     result = site.playbook()
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-3000:]
     assert _recap(result.stdout)["failed"] == 0

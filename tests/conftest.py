@@ -20,10 +20,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "destructive: stops a service every stack shares (RabbitMQ); runs after all other tests"
     )
+    config.addinivalue_line(
+        "markers",
+        "installs_host: installs the stack on this machine and takes the shared broker over (it removes"
+        " guest, so other stacks' vhost permissions are gone); runs after even the destructive tests",
+    )
+
+
+def _run_order(item: pytest.Item) -> int:
+    if item.get_closest_marker("installs_host") is not None:
+        return 2
+    return 1 if item.get_closest_marker("destructive") is not None else 0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.get_closest_marker("destructive") is not None)
+    items.sort(key=_run_order)  # stable: the file order holds within each rank
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

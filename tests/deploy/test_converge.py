@@ -28,7 +28,7 @@ import pytest
 import yaml
 from deploy_support import REPO, ansible_bin_dir, ansible_env
 
-pytestmark = pytest.mark.destructive
+pytestmark = [pytest.mark.destructive, pytest.mark.installs_host]
 
 UNITS = [
     "mlstack-health.service",

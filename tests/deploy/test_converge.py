@@ -70,8 +70,10 @@ class Site:
     credentials: Path
 
     def playbook(self, *args: str) -> subprocess.CompletedProcess[str]:
-        # The README's main command (bin/deploy runs exactly this), plus this machine's stand-ins.
-        cmd = [str(ansible_bin_dir() / "ansible-playbook"), *(args or ("site.yml",)), "-e", f"@{self.vars_file}"]
+        """The README's main command, bin/deploy (= ansible-playbook site.yml), or another playbook;
+        plus this machine's stand-ins."""
+        cmd = [str(ansible_bin_dir() / "ansible-playbook"), *args] if args else [str(REPO / "bin" / "deploy")]
+        cmd += ["-e", f"@{self.vars_file}"]
         return subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=3600, check=False)
 
     def systemctl(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import configparser
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlstack.lifecycle import LifecycleError
+from mlstack.params_conf import ParamsConfError, read_params_conf
 
 PARTS = {"train": "training_model", "pub": "worker_pub", "retrain": "worker_retrain"}
 
@@ -31,26 +31,20 @@ def part_dir(bundle: Path, part: str) -> Path:
 
 
 def read_sections(part: Path) -> list[ModelSection]:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep option names as written
-    path = part / "params.conf"
     try:
-        parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
-    except (OSError, configparser.Error) as exc:
-        raise LifecycleError(f"cannot read {path}: {exc}") from None
-    sections = [
+        sections = read_params_conf(part)
+    except ParamsConfError as exc:
+        raise LifecycleError(str(exc)) from None
+    return [
         ModelSection(
             name=name,
-            model_class=parser[name].get("model_class", ""),
-            experiment_name=parser[name].get("experiment_name", ""),
-            provider=parser[name].get("model_provider_name", ""),
-            dataset_provider=parser[name].get("dataset_provider_name", ""),
+            model_class=section.get("model_class", ""),
+            experiment_name=section.get("experiment_name", ""),
+            provider=section.get("model_provider_name", ""),
+            dataset_provider=section.get("dataset_provider_name", ""),
         )
-        for name in parser.sections()
+        for name, section in sections.items()
     ]
-    if not sections:
-        raise LifecycleError(f"{path}: no model section")
-    return sections
 
 
 def experiments(bundle: Path) -> list[str]:

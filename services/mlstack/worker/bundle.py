@@ -9,13 +9,14 @@ bundle's files, because mllibprodest writes ``temp_area/`` next to params.conf.
 
 from __future__ import annotations
 
-import configparser
 import importlib
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mlstack.params_conf import ParamsConfError, read_params_conf
 
 PUB_MODEL_CLASS = "ModeloCLF"
 
@@ -33,26 +34,20 @@ class ModelSpec:
 
 
 def read_params(bundle_dir: Path) -> list[ModelSpec]:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep option names as written
-    path = bundle_dir / "params.conf"
     try:
-        parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
-    except (OSError, configparser.Error) as exc:
-        raise BundleError(f"cannot read {path}: {exc}") from exc
+        sections = read_params_conf(bundle_dir)
+    except ParamsConfError as exc:
+        raise BundleError(str(exc)) from exc
     specs: list[ModelSpec] = []
     problems: list[str] = []
-    for name in parser.sections():
-        section = parser[name]
+    for name, section in sections.items():
         missing = [key for key in ("source_file", "model_class", "model_provider_name") if not section.get(key)]
         if missing:
             problems.append(f"[{name}] lacks {', '.join(missing)}")
             continue
         specs.append(ModelSpec(name, section["source_file"], section["model_class"], section["model_provider_name"]))
     if problems:
-        raise BundleError(f"{path}: " + "; ".join(problems))
-    if not specs:
-        raise BundleError(f"{path}: no model section")
+        raise BundleError(f"{bundle_dir / 'params.conf'}: " + "; ".join(problems))
     return specs
 
 

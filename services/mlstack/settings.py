@@ -207,3 +207,41 @@ class WorkerSettings:
         )
         r.finish()
         return settings
+
+
+# The only units `mlstack health --restart-stale` may restart: Pub worker instances, named by the
+# operator's configuration (never by a file a worker writes).
+WORKER_UNIT_PATTERN = re.compile(r"^mlstack-worker-pub@[A-Za-z0-9_.-]+\.service$")
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    state_root: Path
+    worker_units: tuple[str, ...]
+    max_restarts: int
+    systemctl: str
+    stale_grace_s: float
+    dead_after_s: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HealthSettings:
+        r = _Reader(merged_environment(environ))
+        units: list[str] = []
+        for unit in r.env.get("MLSTACK_HEALTH_WORKER_UNITS", "").split():
+            if not WORKER_UNIT_PATTERN.match(unit):
+                r.problems.append(
+                    f"MLSTACK_HEALTH_WORKER_UNITS: {unit[:80]!r} is not a Pub worker unit"
+                    " (mlstack-worker-pub@<instance>.service, instance from [A-Za-z0-9_.-])"
+                )
+            elif unit not in units:
+                units.append(unit)
+        settings = cls(
+            state_root=Path(r.text("MLSTACK_WORKERS_STATE_ROOT", "/var/lib/mlstack/workers")).expanduser(),
+            worker_units=tuple(units),
+            max_restarts=r.number("MLSTACK_HEALTH_MAX_RESTARTS", 2, int, 0),
+            systemctl=r.text("MLSTACK_HEALTH_SYSTEMCTL", "systemctl"),
+            stale_grace_s=r.number("MLSTACK_HEALTH_STALE_GRACE_S", 300.0, float, 1),
+            dead_after_s=r.number("MLSTACK_HEALTH_DEAD_AFTER_S", 90.0, float, 1),
+        )
+        r.finish()
+        return settings

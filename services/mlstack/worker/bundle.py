@@ -87,10 +87,15 @@ def pub_specs(bundle_dir: Path) -> dict[str, ModelSpec]:
     return specs
 
 
-def load_pub_models(specs: dict[str, ModelSpec], bundle_dir: Path, workdir: Path) -> dict[str, Any]:
-    """Instantiate every ``ModeloCLF`` model of the bundle, working in ``workdir``."""
+def enter_workdir(bundle_dir: Path, workdir: Path) -> None:
+    """Work in ``workdir`` and make the bundle's ``models`` package importable from there."""
     prepare_workdir(bundle_dir, workdir)
     os.chdir(workdir)
     if str(workdir) not in sys.path:
         sys.path.insert(0, str(workdir))
+
+
+def load_pub_models(specs: dict[str, ModelSpec], bundle_dir: Path, workdir: Path) -> dict[str, Any]:
+    """Instantiate every ``ModeloCLF`` model of the bundle, working in ``workdir``."""
+    enter_workdir(bundle_dir, workdir)
     return {name: instantiate(spec) for name, spec in specs.items()}

@@ -17,13 +17,16 @@ from mlstack.logging_setup import configure_logging
 from mlstack.registry import RegistryClient
 from mlstack.settings import SettingsError, WorkerSettings
 from mlstack.worker.api_client import ApiClient, ApiRejected, ApiUnavailable
-from mlstack.worker.bundle import BundleError, ModelSpec, load_pub_models, pub_specs
+from mlstack.worker.bundle import BundleError, ModelSpec, enter_workdir, pub_specs
 from mlstack.worker.execution import JobResult, run_job
+from mlstack.worker.lastgood import LastGoodStore
 from mlstack.worker.status import ModelState, StatusReporter, sd_notify, watchdog_interval_s
-from mlstack.worker.versions import TempDirJanitor, VersionMonitor, version_of
+from mlstack.worker.versions import TempDirJanitor, VersionMonitor, load_at_start, version_of
 
 log = logging.getLogger("mlstack.worker")
 
+# Last-good model copies (mlstack.worker.lastgood), inside the state dir.
+LAST_GOOD_DIR = "last-good"
 # A job still running after this long is reported as Running (see _run_reporting_running).
 RUNNING_REPORT_DELAY_S = 0.05
 
@@ -45,6 +48,7 @@ class PubWorker:
             RegistryClient(registry.url, registry.username, registry.password) if registry else None,
             TempDirJanitor(settings.state_dir / "tmp"),
             on_swap=self._announce_versions,
+            store=LastGoodStore(settings.state_dir / LAST_GOOD_DIR),
         )
 
     @property
@@ -225,7 +229,13 @@ def main() -> None:
     before = janitor.snapshot()
     try:
         specs = pub_specs(settings.bundle_dir)
-        models = load_pub_models(specs, settings.bundle_dir, settings.state_dir / "work")
+        # Say `loading` while the models load, so that `mlstack health` does not take a slow start for dead.
+        starting = StatusReporter(settings.worker_id, settings.state_dir, settings.systemd_unit)
+        starting.models = {name: ModelState(loaded_version="", reason="starting") for name in specs}
+        starting.publish()
+        enter_workdir(settings.bundle_dir, settings.state_dir / "work")
+        # A model that cannot load production (registry down, broken version) serves its last-good copy.
+        models, fallbacks = load_at_start(specs, LastGoodStore(settings.state_dir / LAST_GOOD_DIR))
     except BundleError as exc:
         print(f"mlstack-worker: {exc}", file=sys.stderr)
         sys.exit(3)
@@ -233,6 +243,7 @@ def main() -> None:
         janitor.clean_since(before)
     configure_logging(settings.log_level)  # model libraries (mllibprodest) reconfigure the root logger
     worker = PubWorker(settings, specs, models)
+    worker.monitor.serving_last_good(fallbacks)  # `degraded` with the reason until production loads
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     try:

@@ -7,16 +7,28 @@ import os
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+# What a worker reports per model (services/DESIGN.md, "Worker status file"). `mlstack health` adds
+# `dead` (the worker stopped reporting) and may turn a lasting `loading`/`stale` into `stale`.
+OK, LOADING, DEGRADED, STALE, UNKNOWN = "ok", "loading", "degraded", "stale", "unknown"
 
 
 @dataclass
 class ModelState:
     loaded_version: str
     production_version: str | None = None
-    state: str = "ok"  # ok | stale | loading | error
+    state: str = LOADING  # until the first registry check says otherwise
     reason: str = ""
+    since: float = field(default_factory=time.time)  # when `state` last changed
+    watched: bool = False  # follows the registry's production alias (set by the version monitor)
+    checked_at: float = 0.0  # when the version monitor last ran a check (0: not yet)
+
+    def set(self, state: str, reason: str = "") -> None:
+        if state != self.state:
+            self.since = time.time()
+        self.state, self.reason = state, reason
 
 
 def sd_notify(message: str) -> bool:

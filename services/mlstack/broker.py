@@ -4,11 +4,22 @@ Two roles:
 - ``Publisher`` (API): one long-lived connection per process, driven by pika's
   asynchronous ``SelectConnection`` in its own thread, with publisher confirms
   pipelined (many messages in flight, acked in batches) and reconnection with
-  backoff. Callers get a ``concurrent.futures.Future`` per publish.
+  backoff. Callers get a ``concurrent.futures.Future`` per publish. Every ioloop
+  callback is guarded; a supervisor replaces a publisher thread that died or
+  stopped turning its ioloop, and ``ready`` is False meanwhile.
 - ``JobConsumer`` (worker): a blocking connection that consumes every served
   model's queue; jobs run in a separate thread so heartbeats keep flowing while
   a model computes (pika's ``basic_consumer_threaded`` pattern), and a message
-  is acked only after the handler says its result reached the API.
+  is settled only after the handler returns its ``Verdict``: ack, retry later
+  (bounded), wait for another worker's lease, or dead-letter.
+
+Queues (services/DESIGN.md, "Queues"):
+- ``mlstack.model.<name>``: durable, ``x-max-length`` + ``x-overflow: reject-publish``
+  (the API and the workers declare them with the same ``model_queue_arguments``);
+- ``mlstack.retry`` (exchange, fanout) -> queue ``mlstack.retry``: a message waits
+  ``RETRY_DELAY_MS`` there, then RabbitMQ dead-letters it back to the default
+  exchange with its original routing key, i.e. its model queue;
+- ``mlstack.dead``: messages that can never run, with the reason in a header.
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import pika
 import pika.channel
@@ -31,13 +44,31 @@ import pika.spec
 log = logging.getLogger(__name__)
 
 QUEUE_PREFIX = "mlstack.model."
+DEFAULT_QUEUE_MAX_LENGTH = 10_000
+DEAD_LETTER_QUEUE = "mlstack.dead"
+DEAD_LETTER_MAX_LENGTH = 100_000  # oldest dead letters are dropped past this (default overflow: drop-head)
+RETRY_EXCHANGE = "mlstack.retry"
+RETRY_QUEUE = "mlstack.retry"
+RETRY_DELAY_MS = 5_000  # one TTL for the whole queue keeps expiry in FIFO order
+# Headers the worker sets when it republishes a message.
+ATTEMPT_HEADER = "x-mlstack-attempt"  # transient failures so far
+REPUBLISHED_HEADER = "x-mlstack-republished"  # this copy may have run before: check with the API first
+REASON_HEADER = "x-mlstack-reason"
+SOURCE_QUEUE_HEADER = "x-mlstack-queue"
+_MAX_QUEUE_NAME_BYTES = 255  # AMQP shortstr
 _BACKOFF_START_S = 0.5
 _BACKOFF_MAX_S = 5.0
+_PRECONDITION_FAILED = 406
 
 
 def queue_name(model_name: str) -> str:
     """One durable queue per model: every worker serving the model consumes it."""
     return QUEUE_PREFIX + model_name
+
+
+def model_queue_arguments(max_length: int) -> dict[str, Any]:
+    """Arguments of every model queue: the API and the workers must declare identical ones."""
+    return {"x-max-length": max_length, "x-overflow": "reject-publish"}
 
 
 class BrokerUnavailable(Exception):
@@ -48,139 +79,214 @@ class NoRoute(BrokerUnavailable):
     """The message was returned: the model's queue does not exist."""
 
 
-def _connection_parameters(amqp_url: str, heartbeat_s: int = 30) -> pika.URLParameters:
+class QueueFull(BrokerUnavailable):
+    """The broker refused the message: the model's queue is at its length limit (reject-publish)."""
+
+
+def _check_queue_name(queue: str) -> None:
+    if len(queue.encode()) > _MAX_QUEUE_NAME_BYTES:
+        raise BrokerUnavailable(f"queue name longer than {_MAX_QUEUE_NAME_BYTES} bytes")
+
+
+def _connection_parameters(amqp_url: str, heartbeat_s: int = 30, name: str = "") -> pika.URLParameters:
     params = pika.URLParameters(amqp_url)
     params.heartbeat = heartbeat_s
     params.blocked_connection_timeout = 30
     params.connection_attempts = 1
     params.socket_timeout = 5
+    if name:  # shown by `rabbitmqctl list_connections client_properties` and the management UI
+        params.client_properties = {"connection_name": name}
     return params
 
 
-class Publisher:
-    """Publishes persistent job messages with confirms over one connection."""
+def _precondition_failed(reason: BaseException) -> bool:
+    return isinstance(reason, pika.exceptions.ChannelClosedByBroker) and reason.reply_code == _PRECONDITION_FAILED
 
-    def __init__(self, amqp_url: str) -> None:
-        self._params = _connection_parameters(amqp_url)
-        self._connection: pika.SelectConnection | None = None
-        self._channel: pika.channel.Channel | None = None
-        self._ready = threading.Event()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="amqp-publisher", daemon=True)
-        # Owned by the publisher thread only.
-        self._next_tag = 0
-        self._pending: dict[int, Future[None]] = {}
-        self._tag_by_message_id: dict[str, int] = {}
-        self._returned: set[int] = set()
-        self._pending_declares: list[Future[int]] = []
 
-    # ---- public API (any thread) -------------------------------------------------
-    def start(self) -> None:
-        self._thread.start()
+# ==== API side ===========================================================================================
+_BEAT_S = 1.0  # the ioloop stamps `beat` this often
+_NOT_READY_AFTER_S = 5.0  # no beat for this long: not ready
+_WEDGED_AFTER_S = 15.0  # no beat for this long: the thread is replaced
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stopping = True
-        connection = self._connection
-        if connection is not None:
-            with contextlib.suppress(Exception):  # already closed
-                connection.ioloop.add_callback_threadsafe(self._close)
-        self._thread.join(timeout_s)
 
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set()
+class _Link:
+    """One publisher thread and its connections; all its state is owned by that thread."""
 
-    def publish(self, queue: str, body: bytes, message_id: str, expiration_ms: int) -> Future[None]:
-        """Send one persistent message; the future resolves when the broker confirmed it."""
-        future: Future[None] = Future()
-        self._submit(future, functools.partial(self._publish_now, queue, body, message_id, expiration_ms, future))
-        return future
+    def __init__(self, params: pika.URLParameters, queue_args: dict[str, Any], passive_queues: set[str]) -> None:
+        self._params = params
+        self._queue_args = queue_args
+        self._passive_queues = passive_queues  # shared by links: queues that exist with other arguments
+        self.connection: pika.SelectConnection | None = None
+        self.channel: pika.channel.Channel | None = None
+        self.ready = threading.Event()
+        self.stopping = False
+        self.beat = time.monotonic()
+        self.thread = threading.Thread(target=self.run, name="amqp-publisher", daemon=True)
+        self.next_tag = 0
+        self.pending: dict[int, Future[None]] = {}
+        self.tag_by_message_id: dict[str, int] = {}
+        self.returned: set[int] = set()
+        self.pending_declares: list[tuple[str, Future[int]]] = []
 
-    def declare(self, queue: str) -> Future[int]:
-        """Declare the model's durable queue (idempotent) and return its consumer count."""
-        future: Future[int] = Future()
-        self._submit(future, functools.partial(self._declare_now, queue, future))
-        return future
+    # ---- any thread ------------------------------------------------------------------------------------
+    def healthy(self, now: float) -> bool:
+        return self.ready.is_set() and self.thread.is_alive() and now - self.beat < _NOT_READY_AFTER_S
 
-    # ---- publisher thread ----------------------------------------------------------
-    def _submit(self, future: Future, action: Callable[[], None]) -> None:
-        connection = self._connection
-        if not self._ready.is_set() or connection is None:
+    def submit(self, future: Future[Any], action: Callable[[], None]) -> None:
+        connection = self.connection
+        if not self.ready.is_set() or connection is None:
             future.set_exception(BrokerUnavailable("not connected to the broker"))
             return
         try:
-            connection.ioloop.add_callback_threadsafe(action)
+            connection.ioloop.add_callback_threadsafe(functools.partial(self._run_action, future, action))
         except Exception as exc:  # the ioloop is closing
             future.set_exception(BrokerUnavailable(str(exc)))
 
-    def _run(self) -> None:
+    def stop(self) -> None:
+        self.stopping = True
+        self.ready.clear()
+        connection = self.connection
+        if connection is not None:
+            with contextlib.suppress(Exception):  # already closed
+                connection.ioloop.add_callback_threadsafe(self._close)
+
+    def abandon(self) -> None:
+        """Give up on a wedged thread: its callers get an error now, a new link takes over."""
+        self.stop()
+        self._fail_all(BrokerUnavailable("publisher thread restarted"))
+
+    # ---- publisher thread ------------------------------------------------------------------------------
+    def run(self) -> None:
         backoff = _BACKOFF_START_S
-        while not self._stopping:
+        while not self.stopping:
             opened_at = time.monotonic()
-            self._connection = pika.SelectConnection(
-                self._params,
-                on_open_callback=self._on_connection_open,
-                on_open_error_callback=self._on_connection_open_error,
-                on_close_callback=self._on_connection_closed,
-            )
-            self._connection.ioloop.start()
-            if self._stopping:
+            self.beat = opened_at
+            try:
+                self.connection = pika.SelectConnection(
+                    self._params,
+                    on_open_callback=self._guard(self._on_connection_open),
+                    on_open_error_callback=self._guard(self._on_connection_open_error),
+                    on_close_callback=self._guard(self._on_connection_closed),
+                )
+                self.connection.ioloop.call_later(_BEAT_S, self._on_beat)
+                self.connection.ioloop.start()
+            except Exception:  # a bug in a callback pika itself runs: start over with a new connection
+                log.exception("publisher ioloop failed; reconnecting")
+                self.ready.clear()
+                self._fail_all(BrokerUnavailable("publisher ioloop failed"))
+                with contextlib.suppress(Exception):
+                    if self.connection is not None and not self.connection.is_closed:
+                        self.connection.close()
+            if self.stopping:
                 break
             # A connection that lived a while resets the backoff: this is a new outage.
             if time.monotonic() - opened_at > 30:
                 backoff = _BACKOFF_START_S
+            self.beat = time.monotonic()
             time.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
+    def _guard(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """An exception in a callback must not end the ioloop thread: log it and reconnect."""
+
+        @functools.wraps(callback)
+        def guarded(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("publisher callback %s failed; reconnecting", callback.__name__)
+                self._reset()
+
+        return guarded
+
+    def _reset(self) -> None:
+        self.ready.clear()
+        self._fail_all(BrokerUnavailable("publisher reset after an error"))
+        connection = self.connection
+        try:
+            if connection is not None and connection.is_open:
+                connection.close()
+            elif connection is not None:
+                connection.ioloop.stop()
+        except Exception:
+            log.exception("could not close the publisher connection")
+            if connection is not None:
+                connection.ioloop.stop()
+
+    def _run_action(self, future: Future[Any], action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception as exc:
+            log.exception("publisher action failed")
+            if not future.done():
+                future.set_exception(BrokerUnavailable(f"{exc.__class__.__name__}: {exc}"))
+            # The channel's state (delivery tags) is unknown now: start a clean one.
+            channel = self.channel
+            if channel is not None and channel.is_open:
+                channel.close()
+
+    def _on_beat(self) -> None:
+        self.beat = time.monotonic()
+        connection = self.connection
+        if connection is not None and not self.stopping:
+            connection.ioloop.call_later(_BEAT_S, self._on_beat)
+
     def _close(self) -> None:
-        if self._connection is not None and not self._connection.is_closed:
-            self._connection.close()
+        if self.connection is not None and not self.connection.is_closed:
+            self.connection.close()
 
     def _on_connection_open(self, connection: pika.SelectConnection) -> None:
         log.info("connected to the broker")
-        connection.channel(on_open_callback=self._on_channel_open)
+        connection.channel(on_open_callback=self._guard(self._on_channel_open))
 
     def _on_connection_open_error(self, connection: pika.SelectConnection, error: BaseException) -> None:
         log.warning("cannot connect to the broker: %s", error.__class__.__name__)
         connection.ioloop.stop()
 
     def _on_connection_closed(self, connection: pika.SelectConnection, reason: BaseException) -> None:
-        if not self._stopping:
+        if not self.stopping:
             log.warning("broker connection closed: %s", reason)
-        self._ready.clear()
-        self._channel = None
+        self.ready.clear()
+        self.channel = None
         self._fail_all(BrokerUnavailable("broker connection closed"))
         connection.ioloop.stop()
 
     def _on_channel_open(self, channel: pika.channel.Channel) -> None:
-        self._channel = channel
-        self._next_tag = 0  # delivery tags count per channel
-        channel.add_on_close_callback(self._on_channel_closed)
-        channel.add_on_return_callback(self._on_return)
-        channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=lambda _frame: self._ready.set())
+        self.channel = channel
+        self.next_tag = 0  # delivery tags count per channel
+        channel.add_on_close_callback(self._guard(self._on_channel_closed))
+        channel.add_on_return_callback(self._guard(self._on_return))
+        channel.confirm_delivery(ack_nack_callback=self._guard(self._on_confirm), callback=self._on_confirm_ok)
+
+    def _on_confirm_ok(self, _frame: pika.frame.Method) -> None:
+        self.ready.set()
 
     def _on_channel_closed(self, channel: pika.channel.Channel, reason: BaseException) -> None:
-        self._ready.clear()
-        self._channel = None
+        self.ready.clear()
+        self.channel = None
+        if _precondition_failed(reason):
+            # A queue declared before limits existed keeps its arguments: use it as it is (DESIGN.md).
+            for queue, _ in self.pending_declares:
+                log.warning("queue %s exists with other arguments (no length limit); using it as it is", queue)
+                self._passive_queues.add(queue)
         self._fail_all(BrokerUnavailable(f"channel closed: {reason}"))
-        connection = self._connection
-        if connection is not None and connection.is_open and not self._stopping:
+        connection = self.connection
+        if connection is not None and connection.is_open and not self.stopping:
             log.warning("broker channel closed (%s); reopening", reason)
-            connection.channel(on_open_callback=self._on_channel_open)
+            connection.channel(on_open_callback=self._guard(self._on_channel_open))
 
     def _fail_all(self, error: BrokerUnavailable) -> None:
-        pending, self._pending = self._pending, {}
-        declares, self._pending_declares = self._pending_declares, []
-        self._tag_by_message_id.clear()
-        self._returned.clear()
-        for future in [*pending.values(), *declares]:
-            if not future.done():
-                future.set_exception(error)
+        pending, self.pending = self.pending, {}
+        declares, self.pending_declares = self.pending_declares, []
+        self.tag_by_message_id.clear()
+        self.returned.clear()
+        for future in [*pending.values(), *(f for _, f in declares)]:
+            with contextlib.suppress(Exception):  # done meanwhile (a race with an abandoned thread)
+                if not future.done():
+                    future.set_exception(error)
 
-    def _publish_now(
-        self, queue: str, body: bytes, message_id: str, expiration_ms: int, future: Future[None]
-    ) -> None:
-        channel = self._channel
+    def publish_now(self, queue: str, body: bytes, message_id: str, expiration_ms: int, future: Future[None]) -> None:
+        channel = self.channel
         if channel is None or not channel.is_open:
             future.set_exception(BrokerUnavailable("no open channel"))
             return
@@ -190,26 +296,32 @@ class Publisher:
             message_id=message_id,
             expiration=str(expiration_ms),
         )
-        self._next_tag += 1
-        self._pending[self._next_tag] = future
-        self._tag_by_message_id[message_id] = self._next_tag
         # mandatory: a message with no queue to land in comes back instead of vanishing.
         channel.basic_publish("", queue, body, properties, mandatory=True)
+        # Counted only once sent: a publish that raised used no delivery tag.
+        self.next_tag += 1
+        self.pending[self.next_tag] = future
+        self.tag_by_message_id[message_id] = self.next_tag
 
-    def _declare_now(self, queue: str, future: Future[int]) -> None:
-        channel = self._channel
+    def declare_now(self, queue: str, future: Future[int]) -> None:
+        channel = self.channel
         if channel is None or not channel.is_open:
             future.set_exception(BrokerUnavailable("no open channel"))
             return
-        self._pending_declares.append(future)
+        entry = (queue, future)
+        self.pending_declares.append(entry)
 
         def on_declared(frame: pika.frame.Method) -> None:
-            if future in self._pending_declares:
-                self._pending_declares.remove(future)
+            if entry in self.pending_declares:
+                self.pending_declares.remove(entry)
             if not future.done():
                 future.set_result(frame.method.consumer_count)
 
-        channel.queue_declare(queue, durable=True, callback=on_declared)
+        passive = queue in self._passive_queues
+        arguments = None if passive else self._queue_args
+        channel.queue_declare(
+            queue, passive=passive, durable=True, arguments=arguments, callback=self._guard(on_declared)
+        )
 
     def _on_return(
         self,
@@ -218,66 +330,178 @@ class Publisher:
         properties: pika.spec.BasicProperties,
         _body: bytes,
     ) -> None:
-        tag = self._tag_by_message_id.get(properties.message_id or "")
+        tag = self.tag_by_message_id.get(properties.message_id or "")
         if tag is not None:
-            self._returned.add(tag)
+            self.returned.add(tag)
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         method = frame.method
         acked = isinstance(method, pika.spec.Basic.Ack)
         last = method.delivery_tag
-        tags = [t for t in self._pending if t <= last] if method.multiple else [last]
+        tags = [t for t in self.pending if t <= last] if method.multiple else [last]
         for tag in tags:
-            future = self._pending.pop(tag, None)
+            future = self.pending.pop(tag, None)
             if future is None or future.done():
                 continue
             if not acked:
-                future.set_exception(BrokerUnavailable("the broker refused the message"))
-            elif tag in self._returned:
+                # RabbitMQ nacks a routed message when a queue refused it: x-overflow reject-publish.
+                future.set_exception(QueueFull("the model's queue is full"))
+            elif tag in self.returned:
                 future.set_exception(NoRoute("no queue for this model"))
             else:
                 future.set_result(None)
-            self._returned.discard(tag)
-        if self._tag_by_message_id and len(self._tag_by_message_id) > 4 * (len(self._pending) + 64):
-            live = set(self._pending)
-            self._tag_by_message_id = {m: t for m, t in self._tag_by_message_id.items() if t in live}
+            self.returned.discard(tag)
+        if self.tag_by_message_id and len(self.tag_by_message_id) > 4 * (len(self.pending) + 64):
+            live = set(self.pending)
+            self.tag_by_message_id = {m: t for m, t in self.tag_by_message_id.items() if t in live}
 
 
+class Publisher:
+    """Publishes persistent job messages with confirms over one connection."""
+
+    def __init__(self, amqp_url: str, queue_max_length: int = DEFAULT_QUEUE_MAX_LENGTH) -> None:
+        self._params = _connection_parameters(amqp_url, name="mlstack-api")
+        self._queue_args = model_queue_arguments(queue_max_length)
+        self._passive_queues: set[str] = set()
+        self._lock = threading.Lock()
+        self._started = False
+        self._stopping = threading.Event()
+        self._link = self._new_link()
+        self._supervisor = threading.Thread(target=self._supervise, name="amqp-publisher-supervisor", daemon=True)
+
+    # ---- public API (any thread) -------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            self._started = True
+            self._link.thread.start()
+        self._supervisor.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stopping.set()
+        link = self._link
+        link.stop()
+        if link.thread.is_alive():
+            link.thread.join(timeout_s)
+
+    @property
+    def ready(self) -> bool:
+        return self._current().healthy(time.monotonic())
+
+    def publish(self, queue: str, body: bytes, message_id: str, expiration_ms: int) -> Future[None]:
+        """Send one persistent message; the future resolves when the broker confirmed it.
+
+        It raises ``QueueFull`` when the model's queue is at its limit, ``NoRoute`` when the queue
+        does not exist, ``BrokerUnavailable`` otherwise."""
+        future: Future[None] = Future()
+        try:
+            _check_queue_name(queue)
+        except BrokerUnavailable as exc:
+            future.set_exception(exc)
+            return future
+        link = self._current()
+        link.submit(future, functools.partial(link.publish_now, queue, body, message_id, expiration_ms, future))
+        return future
+
+    def declare(self, queue: str) -> Future[int]:
+        """Declare the model's durable queue (idempotent) and return its consumer count."""
+        future: Future[int] = Future()
+        try:
+            _check_queue_name(queue)
+        except BrokerUnavailable as exc:
+            future.set_exception(exc)
+            return future
+        link = self._current()
+        link.submit(future, functools.partial(link.declare_now, queue, future))
+        return future
+
+    # ---- supervision ----------------------------------------------------------------
+    def _new_link(self) -> _Link:
+        return _Link(self._params, self._queue_args, self._passive_queues)
+
+    def _current(self) -> _Link:
+        """The live link; a dead or wedged publisher thread is replaced here."""
+        with self._lock:
+            link = self._link
+            if not self._started or self._stopping.is_set():
+                return link
+            dead = not link.thread.is_alive()
+            wedged = time.monotonic() - link.beat > _WEDGED_AFTER_S
+            if dead or wedged:
+                log.error("publisher thread %s; starting a new one", "died" if dead else "is not responding")
+                link.abandon()
+                link = self._link = self._new_link()
+                link.thread.start()
+            return link
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(_BEAT_S):
+            try:
+                self._current()
+            except Exception:  # never let the supervisor die: it is what restarts the publisher
+                log.exception("publisher supervisor check failed")
+
+
+# ==== worker side ========================================================================================
 class Outcome(enum.Enum):
     """What the consumer does with a message once its handler returns."""
 
-    ACK = "ack"
-    REQUEUE = "requeue"
+    ACK = "ack"  # done with it (result stored, or nothing to do)
+    RETRY = "retry"  # a transient failure: back to the queue after RETRY_DELAY_MS, attempt counted
+    WAIT = "wait"  # another worker holds the job's lease: look again after RETRY_DELAY_MS, not counted
+    DEAD = "dead"  # can never succeed: to mlstack.dead with the reason
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    reason: str = ""
+
+
+ACK = Verdict(Outcome.ACK)
+WAIT = Verdict(Outcome.WAIT)
 
 
 class Delivery:
     """One received job message, as the handler sees it."""
 
-    def __init__(self, queue: str, body: bytes, redelivered: bool) -> None:
+    def __init__(self, queue: str, body: bytes, redelivered: bool, headers: dict[str, Any] | None = None) -> None:
         self.queue = queue
         self.body = body
-        self.redelivered = redelivered
+        self.headers = headers or {}
+        attempt = self.headers.get(ATTEMPT_HEADER, 0)
+        self.attempt = attempt if isinstance(attempt, int) and attempt >= 0 else 0
+        # A republished copy may have run before, like a redelivered message: the API decides.
+        self.redelivered = redelivered or REPUBLISHED_HEADER in self.headers or "x-death" in self.headers
 
 
 class JobConsumer:
-    """Consumes model queues; runs ``handler`` off the I/O thread; acks late."""
+    """Consumes model queues; runs ``handler`` off the I/O thread; settles late."""
 
     def __init__(
         self,
         amqp_url: str,
         queues: list[str],
-        handler: Callable[[Delivery], Outcome],
+        handler: Callable[[Delivery], Verdict],
         prefetch: int = 1,
+        *,
+        queue_max_length: int = DEFAULT_QUEUE_MAX_LENGTH,
+        max_attempts: int = 5,
+        name: str = "mlstack-worker",
     ) -> None:
-        self._params = _connection_parameters(amqp_url, heartbeat_s=30)
+        self._params = _connection_parameters(amqp_url, heartbeat_s=30, name=name)
         self._queues = queues
         self._handler = handler
         self._prefetch = prefetch
+        self._queue_args = model_queue_arguments(queue_max_length)
+        self._max_attempts = max_attempts
         self._executor: ThreadPoolExecutor | None = None
+        self._inflight: set[Future[None]] = set()
         self._connection: pika.BlockingConnection | None = None
         self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
         self._stopping = threading.Event()
         self.connected = threading.Event()
+        # Stamped by the consuming thread every loop turn: the systemd watchdog is fed only while it moves.
+        self.last_tick = time.monotonic()
 
     def run(self) -> None:
         """Consume until ``stop()``; reconnect with backoff when the broker goes away."""
@@ -291,20 +515,43 @@ class JobConsumer:
                 if self._stopping.is_set():
                     break
                 log.warning("broker connection lost (%s); retrying in %.1fs", exc.__class__.__name__, backoff)
-                self._stopping.wait(backoff)
+                self._wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
     def stop(self) -> None:
-        """Stop consuming: the job in progress finishes and is acked first."""
+        """Stop consuming: the job in progress finishes and is settled first."""
         self._stopping.set()
-        connection = self._connection
-        if connection is not None:
-            with contextlib.suppress(Exception):  # already closed
-                connection.add_callback_threadsafe(self._stop_consuming)
 
-    def _stop_consuming(self) -> None:
-        if self._channel is not None and self._channel.is_open:
-            self._channel.stop_consuming()
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            self.last_tick = time.monotonic()
+            self._stopping.wait(min(1.0, max(deadline - time.monotonic(), 0)))
+
+    def _declare(self, channel: pika.adapters.blocking_connection.BlockingChannel) -> None:
+        assert self._connection is not None
+        channel.queue_declare(DEAD_LETTER_QUEUE, durable=True, arguments={"x-max-length": DEAD_LETTER_MAX_LENGTH})
+        channel.exchange_declare(RETRY_EXCHANGE, exchange_type="fanout", durable=True)
+        channel.queue_declare(
+            RETRY_QUEUE, durable=True, arguments={"x-message-ttl": RETRY_DELAY_MS, "x-dead-letter-exchange": ""}
+        )
+        channel.queue_bind(RETRY_QUEUE, RETRY_EXCHANGE)
+
+    def _declare_model_queue(
+        self, channel: pika.adapters.blocking_connection.BlockingChannel, queue: str
+    ) -> pika.adapters.blocking_connection.BlockingChannel:
+        """Declare with the limit; a queue that exists with other arguments is used as it is."""
+        try:
+            channel.queue_declare(queue, durable=True, arguments=self._queue_args)
+            return channel
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != _PRECONDITION_FAILED:
+                raise
+        log.warning("queue %s exists with other arguments (no length limit); using it as it is", queue)
+        assert self._connection is not None
+        channel = self._connection.channel()
+        channel.queue_declare(queue, passive=True)
+        return channel
 
     def _consume_once(self) -> None:
         self._connection = pika.BlockingConnection(self._params)
@@ -312,65 +559,118 @@ class JobConsumer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
         try:
             channel = self._connection.channel()
-            self._channel = channel
-            channel.basic_qos(prefetch_count=self._prefetch)
+            self._declare(channel)
             for queue in self._queues:
-                channel.queue_declare(queue, durable=True)
+                channel = self._declare_model_queue(channel, queue)
+            channel.basic_qos(prefetch_count=self._prefetch)
+            channel.confirm_delivery()  # a republished copy must be safe before the original is acked
+            self._channel = channel
+            for queue in self._queues:
                 channel.basic_consume(queue, self._on_message)
             self.connected.set()
             log.info("consuming %s", ", ".join(self._queues))
-            if self._stopping.is_set():
-                return
-            channel.start_consuming()
-            # stop_consuming() returned: let in-flight jobs finish and be acked before closing.
+            while not self._stopping.is_set():
+                self._connection.process_data_events(time_limit=1)
+                self.last_tick = time.monotonic()
+            channel.stop_consuming()  # no new deliveries; in-flight jobs finish and are settled below
             self._drain()
         finally:
             self.connected.clear()
             # Never run two jobs at once: a job still running on a lost connection finishes first
-            # (its message is redelivered; the API tells the next worker it is already finished).
+            # (its message is redelivered; its lease tells the next worker to wait).
+            self._wait_inflight(lambda: None)
             self._executor.shutdown(wait=True)
             if self._connection.is_open:
                 self._connection.close()
 
+    def _wait_inflight(self, pump: Callable[[], None]) -> None:
+        while any(not f.done() for f in self._inflight):
+            self.last_tick = time.monotonic()
+            pump()
+            if any(not f.done() for f in self._inflight):
+                time.sleep(0.1)
+        self._inflight = {f for f in self._inflight if not f.done()}
+
     def _drain(self) -> None:
-        assert self._executor is not None and self._connection is not None
-        self._executor.shutdown(wait=True)
-        self._connection.process_data_events(time_limit=0)
+        connection = self._connection
+        assert connection is not None
+        self._wait_inflight(lambda: connection.process_data_events(time_limit=0.5))
+        connection.process_data_events(time_limit=0)
 
     def _on_message(
         self,
         channel: pika.adapters.blocking_connection.BlockingChannel,
         method: pika.spec.Basic.Deliver,
-        _properties: pika.spec.BasicProperties,
+        properties: pika.spec.BasicProperties,
         body: bytes,
     ) -> None:
-        delivery = Delivery(method.routing_key, body, bool(method.redelivered))
+        delivery = Delivery(method.routing_key, body, bool(method.redelivered), properties.headers)
         connection = self._connection
         assert connection is not None
         tag = method.delivery_tag
 
         def work() -> None:
             try:
-                outcome = self._handler(delivery)
-            except Exception:
-                log.exception("job handler failed; requeueing the message")
-                outcome = Outcome.REQUEUE
+                verdict = self._handler(delivery)
+            except Exception as exc:
+                log.exception("job handler failed on a message from %s", delivery.queue)
+                verdict = Verdict(Outcome.RETRY, f"erro interno do worker ({exc.__class__.__name__})")
+            if verdict.outcome is Outcome.RETRY and delivery.attempt + 1 >= self._max_attempts:
+                verdict = Verdict(Outcome.DEAD, f"{verdict.reason}; tentativas esgotadas ({self._max_attempts})")
+            settle = functools.partial(self._settle, channel, tag, delivery, properties, verdict)
             try:
-                connection.add_callback_threadsafe(functools.partial(self._settle, channel, tag, outcome))
+                connection.add_callback_threadsafe(settle)
             except Exception:
                 # Connection gone: the broker redelivers the unacked message; the API makes that idempotent.
                 log.warning("could not settle message: connection closed")
 
         assert self._executor is not None
-        self._executor.submit(work)
+        future = self._executor.submit(work)
+        self._inflight = {f for f in self._inflight if not f.done()} | {future}
 
     @staticmethod
     def _settle(
-        channel: pika.adapters.blocking_connection.BlockingChannel, tag: int, outcome: Outcome
+        channel: pika.adapters.blocking_connection.BlockingChannel,
+        tag: int,
+        delivery: Delivery,
+        properties: pika.spec.BasicProperties,
+        verdict: Verdict,
     ) -> None:
         if not channel.is_open:
-            return
-        if outcome is Outcome.ACK:
-            channel.basic_ack(tag)
+            return  # redelivered by the broker
+        try:
+            republish_and_ack(channel, tag, delivery, properties, verdict)
+        except pika.exceptions.AMQPError as exc:
+            # Not republished: leave the message to the broker (nack + requeue) rather than lose it.
+            log.error("could not settle a message from %s (%s): requeued", delivery.queue, exc)
+            if channel.is_open:
+                channel.basic_nack(tag, requeue=True)
+
+
+def republish_and_ack(
+    channel: Any, tag: int, delivery: Delivery, properties: pika.spec.BasicProperties, verdict: Verdict
+) -> None:
+    """Settle one message: a copy goes to the retry exchange or the dead-letter queue, then the ack.
+
+    The channel is in confirm mode, so ``basic_publish`` returns only once the copy is safe."""
+    outcome = verdict.outcome
+    if outcome is not Outcome.ACK:
+        headers = dict(delivery.headers)
+        headers[REPUBLISHED_HEADER] = 1
+        if outcome is Outcome.RETRY:
+            headers[ATTEMPT_HEADER] = delivery.attempt + 1
+        if verdict.reason:
+            headers[REASON_HEADER] = verdict.reason
+        copy = pika.BasicProperties(
+            delivery_mode=pika.DeliveryMode.Persistent,
+            content_type=properties.content_type,
+            message_id=properties.message_id,
+            headers=headers,
+        )
+        if outcome is Outcome.DEAD:
+            headers[SOURCE_QUEUE_HEADER] = delivery.queue
+            channel.basic_publish("", DEAD_LETTER_QUEUE, delivery.body, copy)
         else:
-            channel.basic_nack(tag, requeue=True)
+            # Routed by the fanout to mlstack.retry; dead-lettered back to `delivery.queue` after the delay.
+            channel.basic_publish(RETRY_EXCHANGE, delivery.queue, delivery.body, copy)
+    channel.basic_ack(tag)

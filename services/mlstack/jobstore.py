@@ -28,6 +28,7 @@ class StartOutcome(enum.Enum):
     EXPIRED = "expired"
     FINISHED = "finished"
     UNKNOWN = "unknown"
+    LEASED = "leased"  # another worker runs it now (its lease is alive)
 
 
 @dataclass(frozen=True)
@@ -86,15 +87,41 @@ class JobStore:
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
         return await self._jobs.find_one({"_id": job_id})
 
-    async def start_job(self, job_id: str, now: float) -> StartOutcome:
-        """Mark a job Running for a worker, unless it expired or already finished."""
+    async def start_job(self, job_id: str, now: float, worker_id: str = "", lease_s: float = 30.0) -> StartOutcome:
+        """Mark a job Running and lease it to a worker, unless it expired, finished, or another
+        worker's lease on it is alive (one conditional update: two workers cannot both win)."""
         result = await self._jobs.update_one(
-            {"_id": job_id, "status": {"$in": UNFINISHED}, "expires_at": {"$gt": now}},
-            {"$set": {"status": "Running", "started_at": now}, "$inc": {"attempts": 1}},
+            {
+                "_id": job_id,
+                "status": {"$in": UNFINISHED},
+                "expires_at": {"$gt": now},
+                "$or": [
+                    {"lease_until": {"$exists": False}},
+                    {"lease_until": {"$lte": now}},
+                    {"lease_worker": worker_id},  # the same worker again (e.g. restarted): its own lease
+                ],
+            },
+            {
+                "$set": {
+                    "status": "Running",
+                    "started_at": now,
+                    "lease_worker": worker_id,
+                    "lease_until": now + lease_s,
+                },
+                "$inc": {"attempts": 1},
+            },
         )
         if result.matched_count:
             return StartOutcome.RUN
-        return await self._why_not_runnable(job_id, now)
+        return await self._why_not_runnable(job_id, now, leases=True)
+
+    async def renew_lease(self, job_id: str, worker_id: str, now: float, lease_s: float) -> bool:
+        """Extend a running job's lease; False when the worker no longer holds it."""
+        result = await self._jobs.update_one(
+            {"_id": job_id, "status": {"$in": UNFINISHED}, "lease_worker": worker_id},
+            {"$set": {"lease_until": now + lease_s}},
+        )
+        return bool(result.matched_count)
 
     async def finish_job(self, job_id: str, fields: dict[str, Any], now: float) -> StartOutcome:
         """Store a worker's result once; a late or repeated result is not applied."""
@@ -105,12 +132,15 @@ class JobStore:
             return StartOutcome.RUN
         return await self._why_not_runnable(job_id, now)
 
-    async def _why_not_runnable(self, job_id: str, now: float) -> StartOutcome:
-        job = await self._jobs.find_one({"_id": job_id}, {"status": 1, "expires_at": 1})
+    async def _why_not_runnable(self, job_id: str, now: float, leases: bool = False) -> StartOutcome:
+        job = await self._jobs.find_one({"_id": job_id}, {"status": 1, "expires_at": 1, "lease_until": 1})
         if job is None:
             return StartOutcome.UNKNOWN
-        if job.get("status") in UNFINISHED and float(job.get("expires_at", 0)) <= now:
-            return StartOutcome.EXPIRED
+        if job.get("status") in UNFINISHED:
+            if float(job.get("expires_at", 0)) <= now:
+                return StartOutcome.EXPIRED
+            if leases:  # unfinished, not expired, yet not taken: another worker's lease is alive
+                return StartOutcome.LEASED
         return StartOutcome.FINISHED
 
     async def expire_job(self, job_id: str, response: str, now: float) -> None:

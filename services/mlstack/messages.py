@@ -202,3 +202,38 @@ def model_raised(model_name: str, exc: BaseException) -> str:
 
 def model_not_loaded(model_name: str) -> str:
     return f"O modelo '{model_name}' não foi encontrado!"
+
+
+# ---- worker failure handling (api-contract.md, mlstack extensions) -------------------------------------------
+def worker_cannot_process(reason: str) -> str:
+    """A message that can never run: the job ends Error with this response."""
+    return f"O job não pôde ser processado pelo worker: {reason}"
+
+
+def model_time_limit(model_name: str, seconds: float, method: str) -> str:
+    return f"O modelo '{model_name}' excedeu o tempo limite de {seconds:g} segundos para executar o método '{method}'"
+
+
+# Reasons a worker gives for a message it cannot process (the <reason> above; also the dead letter's header).
+POISON_NOT_JSON = "a mensagem não é um JSON válido"
+POISON_NOT_OBJECT = "a mensagem não é um objeto JSON"
+
+
+def poison_missing_field(name: str) -> str:
+    return f"o campo '{name}' está ausente na mensagem"
+
+
+def poison_bad_field(name: str, expected: str) -> str:
+    return f"o campo '{name}' da mensagem é inválido (esperado: {expected})"
+
+
+def poison_wrong_queue(model_name: str, queue: str) -> str:
+    return f"a mensagem do modelo '{model_name}' chegou à fila '{queue}', de outro modelo"
+
+
+def result_rejected(status: int) -> str:
+    return f"a API recusou o resultado do modelo (HTTP {status})"
+
+
+def retries_exhausted(reason: str, attempts: int) -> str:
+    return f"{reason}; desistiu após {attempts} tentativas"

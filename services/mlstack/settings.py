@@ -16,6 +16,8 @@ from typing import TypeVar
 
 DEFAULT_ENV_FILE = "/etc/mlstack/mlstack.env"
 WORKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+# A model's name becomes its queue's name (an AMQP shortstr): checked on /worker/register.
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 
 T = TypeVar("T")
 
@@ -101,6 +103,8 @@ class BrokerSettings:
     amqp_url: str
     # Seconds to wait for a publisher confirm before telling the client the broker failed.
     confirm_timeout_s: float = 5.0
+    # x-max-length of every model queue; the API and the workers must use the same value.
+    queue_max_length: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,7 @@ class ApiSettings:
             broker=BrokerSettings(
                 amqp_url=r.url("MLSTACK_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F", ("amqp", "amqps")),
                 confirm_timeout_s=r.number("MLSTACK_BROKER_CONFIRM_TIMEOUT_S", 5.0, float, 0.1),
+                queue_max_length=r.number("MLSTACK_QUEUE_MAX_LENGTH", 10_000, int, 1),
             ),
             job_ttl_ms=r.number("MLSTACK_JOB_TTL_MS", 90_000, int, 1),
             feedback_model_interval_s=r.number("MLSTACK_FEEDBACK_MODEL_INTERVAL_S", 1800.0, float, 0),
@@ -176,6 +181,11 @@ class WorkerSettings:
     registry: RegistrySettings | None
     systemd_unit: str
     log_level: str
+    # Failure handling (services/DESIGN.md, "Worker failure handling").
+    max_attempts: int = 5
+    lease_s: float = 30.0
+    model_time_limit_s: float = 60.0
+    model_grace_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -192,7 +202,8 @@ class WorkerSettings:
             api_url=r.url("MLSTACK_API_URL", None, ("http", "https")).rstrip("/"),
             worker_token=r.text("MLSTACK_WORKER_TOKEN", secret=True),
             broker=BrokerSettings(
-                amqp_url=r.url("MLSTACK_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F", ("amqp", "amqps"))
+                amqp_url=r.url("MLSTACK_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F", ("amqp", "amqps")),
+                queue_max_length=r.number("MLSTACK_QUEUE_MAX_LENGTH", 10_000, int, 1),
             ),
             bundle_dir=bundle_dir.resolve(),
             worker_id=worker_id,
@@ -204,6 +215,10 @@ class WorkerSettings:
             registry=RegistrySettings.optional(r),
             systemd_unit=r.text("MLSTACK_SYSTEMD_UNIT", ""),
             log_level=r.text("MLSTACK_LOG_LEVEL", "INFO").upper(),
+            max_attempts=r.number("MLSTACK_MAX_ATTEMPTS", 5, int, 1),
+            lease_s=r.number("MLSTACK_JOB_LEASE_S", 30.0, float, 3),
+            model_time_limit_s=r.number("MLSTACK_MODEL_TIME_LIMIT_S", 60.0, float, 0.1),
+            model_grace_s=r.number("MLSTACK_MODEL_GRACE_S", 30.0, float, 0),
         )
         r.finish()
         return settings

@@ -186,3 +186,11 @@ API_METRICS_KEYS = {
     "feedback_labels_types", "qty_computed_labels", "total_jobs_predict_done",
     "total_jobs_has_feedback", "total_jobs_computed_feedback", "additional_info",
 }  # fmt: skip
+
+
+# ---- mlstack extensions: worker failure handling ---------------------------------------------
+WORKER_CANNOT_PROCESS_PREFIX = "O job não pôde ser processado pelo worker: "
+
+
+def model_time_limit(model_name: str, seconds: str, method: str) -> str:
+    return f"O modelo '{model_name}' excedeu o tempo limite de {seconds} segundos para executar o método '{method}'"

@@ -15,7 +15,7 @@ from mlstack.api.schemas import DeregisterRequest, RegisterRequest, ResultReques
 from mlstack.api.services import ServicesDep
 from mlstack.broker import queue_name
 from mlstack.jobstore import StartOutcome, StoreError
-from mlstack.settings import WORKER_ID_PATTERN
+from mlstack.settings import MODEL_NAME_PATTERN, WORKER_ID_PATTERN
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/worker", include_in_schema=False, dependencies=[Depends(require_worker)])
@@ -32,6 +32,10 @@ def _unavailable() -> HTTPException:
 async def register(body: RegisterRequest, services: ServicesDep) -> JSONResponse:
     if not WORKER_ID_PATTERN.match(body.worker_id):
         raise HTTPException(status_code=422, detail="worker_id: use 1-100 characters from [A-Za-z0-9_-]")
+    bad = [model.name for model in body.models if not MODEL_NAME_PATTERN.match(model.name)]
+    if bad:
+        # The name becomes a queue name: an AMQP shortstr, and one the API must be able to publish to.
+        raise HTTPException(status_code=422, detail="models: a name uses 1-200 characters from [A-Za-z0-9_.-]")
     queues = {model.name: queue_name(model.name) for model in body.models}
     try:
         await services.store.register_worker(
@@ -56,12 +60,10 @@ async def deregister(body: DeregisterRequest, services: ServicesDep) -> JSONResp
 
 
 @router.post("/jobs/{job_id}/start")
-async def start_job(
-    job_id: JobId, body: StartRequest, services: ServicesDep
-) -> JSONResponse:
+async def start_job(job_id: JobId, body: StartRequest, services: ServicesDep) -> JSONResponse:
     now = time.time()
     try:
-        outcome = await services.store.start_job(job_id, now)
+        outcome = await services.store.start_job(job_id, now, body.worker_id, body.lease_s)
         if outcome is StartOutcome.EXPIRED:
             job = await services.store.get_job(job_id)
             ttl_ms = int(job.get("ttl_ms", 0)) if job else 0
@@ -74,10 +76,18 @@ async def start_job(
     return JSONResponse({"run": False, "reason": outcome.value})
 
 
+@router.post("/jobs/{job_id}/lease")
+async def renew_lease(job_id: JobId, body: StartRequest, services: ServicesDep) -> JSONResponse:
+    """A running job's worker extends its lease (every third of it), so nobody else runs the job."""
+    try:
+        renewed = await services.store.renew_lease(job_id, body.worker_id, time.time(), body.lease_s)
+    except StoreError as exc:
+        raise _unavailable() from exc
+    return JSONResponse({"renewed": renewed})
+
+
 @router.post("/jobs/{job_id}/result")
-async def job_result(
-    job_id: JobId, body: ResultRequest, services: ServicesDep
-) -> JSONResponse:
+async def job_result(job_id: JobId, body: ResultRequest, services: ServicesDep) -> JSONResponse:
     if body.status not in FINAL_STATUSES:
         raise HTTPException(status_code=422, detail=f"status must be one of {list(FINAL_STATUSES)}")
     now = time.time()

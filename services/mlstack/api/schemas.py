@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class InferenceRequest(BaseModel):
@@ -45,6 +45,8 @@ class DeregisterRequest(BaseModel):
 
 class StartRequest(BaseModel):
     worker_id: str = ""
+    # How long the job stays leased to this worker unless renewed (workers renew every third of it).
+    lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
 
 
 class ResultRequest(BaseModel):

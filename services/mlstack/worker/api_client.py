@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import threading
-from typing import Any
-from urllib.parse import urlsplit
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+log = logging.getLogger("mlstack.worker")
+T = TypeVar("T")
 
 
 class ApiUnavailable(Exception):
@@ -15,6 +21,15 @@ class ApiUnavailable(Exception):
 
 class ApiRejected(Exception):
     """The API refused the request (4xx): retrying will not help."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _job_path(job_id: str, action: str) -> str:
+    # A job_id comes from a queue message: quoted, it cannot reach another path.
+    return f"/worker/jobs/{quote(job_id, safe='')}/{action}"
 
 
 class ApiClient:
@@ -59,7 +74,7 @@ class ApiClient:
         if response.status >= 500:
             raise ApiUnavailable(f"{path}: HTTP {response.status}")
         if response.status >= 400:
-            raise ApiRejected(f"{path}: HTTP {response.status}: {data[:200]!r}")
+            raise ApiRejected(f"{path}: HTTP {response.status}: {data[:200]!r}", response.status)
         try:
             return json.loads(data)  # type: ignore[no-any-return]
         except ValueError as exc:
@@ -74,10 +89,32 @@ class ApiClient:
     def deregister(self, worker_id: str) -> None:
         self.post("/worker/deregister", {"worker_id": worker_id})
 
-    def start(self, job_id: str, worker_id: str) -> tuple[bool, str]:
-        answer = self.post(f"/worker/jobs/{job_id}/start", {"worker_id": worker_id})
+    def start(self, job_id: str, worker_id: str, lease_s: float) -> tuple[bool, str]:
+        """Take the job's lease (marks it Running); (False, "leased") while another worker holds it."""
+        answer = self.post(_job_path(job_id, "start"), {"worker_id": worker_id, "lease_s": lease_s})
         return bool(answer.get("run")), str(answer.get("reason", ""))
 
+    def renew(self, job_id: str, worker_id: str, lease_s: float) -> bool:
+        answer = self.post(_job_path(job_id, "lease"), {"worker_id": worker_id, "lease_s": lease_s})
+        return bool(answer.get("renewed"))
+
     def result(self, job_id: str, payload: dict[str, Any]) -> tuple[bool, str]:
-        answer = self.post(f"/worker/jobs/{job_id}/result", payload)
+        answer = self.post(_job_path(job_id, "result"), payload)
         return bool(answer.get("accepted")), str(answer.get("reason", ""))
+
+
+def retry_api(what: str, call: Callable[[], T], deadline_s: float, stopping: threading.Event) -> T | None:
+    """Retry while the API is unreachable (ApiUnavailable); None once the deadline passed or when stopping.
+
+    ApiRejected is not retried: it propagates to the caller."""
+    delay, give_up = 0.2, time.monotonic() + deadline_s
+    while True:
+        try:
+            return call()
+        except ApiUnavailable as exc:
+            if time.monotonic() > give_up or stopping.is_set():
+                log.error("%s: API unreachable, giving up for now (%s)", what, exc)
+                return None
+            log.warning("%s: API unreachable (%s); retrying in %.1fs", what, exc, delay)
+            stopping.wait(delay)
+            delay = min(delay * 2, 5.0)

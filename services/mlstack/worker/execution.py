@@ -1,9 +1,18 @@
-"""Runs one job on a model and checks what it returned, as the contract says (pure, no I/O)."""
+"""Runs one job on a model and checks what it returned, as the contract says (no I/O).
+
+``ModelRunner`` adds the model time limit: the call runs on a thread of its own, and a
+call past its limit is abandoned (Python cannot kill a thread) and reported as an Error;
+the worker reads ``wedged_for()`` to exit once an abandoned call outlives its grace period.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,3 +82,57 @@ def run_job(model: Any, model_name: str, message: dict[str, Any]) -> JobResult:
     except (TypeError, ValueError) as exc:
         text = f"O retorno do método '{shown_name}' não pode ser convertido para JSON: {exc}"
         return JobResult("Error", text, version)
+
+
+class _CallThread:
+    """One daemon thread that runs model calls in turn (a model may keep per-thread state)."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[JobResult], Any, str, dict[str, Any]]] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, name="model-call", daemon=True)
+        self.thread.start()
+
+    def submit(self, model: Any, model_name: str, message: dict[str, Any]) -> Future[JobResult]:
+        future: Future[JobResult] = Future()
+        self._calls.put((future, model, model_name, message))
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            future, model, model_name, message = self._calls.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(run_job(model, model_name, message))
+                except BaseException as exc:  # run_job never raises; a BaseException (SystemExit) might
+                    future.set_exception(exc)
+
+
+class ModelRunner:
+    """Runs jobs with a time limit; a call past it is abandoned and its thread replaced."""
+
+    def __init__(self) -> None:
+        self._thread = _CallThread()
+        self._abandoned: list[tuple[float, Future[JobResult]]] = []  # (monotonic time abandoned, call)
+        self._lock = threading.Lock()  # the job thread abandons calls, the heartbeat thread reads them
+
+    def run(self, model: Any, model_name: str, message: dict[str, Any], time_limit_s: float) -> JobResult:
+        future = self._thread.submit(model, model_name, message)
+        try:
+            return future.result(timeout=time_limit_s)
+        except TimeoutError:
+            pass
+        method = str(message.get("method", ""))
+        log.error(
+            "model %s exceeded its time limit of %gs in %s; abandoning the call", model_name, time_limit_s, method
+        )
+        with self._lock:
+            self._abandoned.append((time.monotonic(), future))
+        self._thread = _CallThread()
+        return JobResult("Error", messages.model_time_limit(model_name, time_limit_s, method), "")
+
+    def wedged_for(self) -> float:
+        """Seconds since the oldest abandoned call that is still running was abandoned (0: none)."""
+        with self._lock:
+            self._abandoned = [(t, f) for t, f in self._abandoned if not f.done()]
+            oldest = self._abandoned[0][0] if self._abandoned else None
+        return 0.0 if oldest is None else time.monotonic() - oldest

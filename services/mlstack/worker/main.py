@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -10,15 +9,17 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from mlstack.broker import Delivery, JobConsumer, Outcome
+from mlstack.broker import JobConsumer
 from mlstack.logging_setup import configure_logging
+from mlstack.params_conf import ParamsConfError, read_params_conf
 from mlstack.registry import RegistryClient
 from mlstack.settings import SettingsError, WorkerSettings
-from mlstack.worker.api_client import ApiClient, ApiRejected, ApiUnavailable
+from mlstack.worker.api_client import ApiClient, ApiRejected, ApiUnavailable, retry_api
 from mlstack.worker.bundle import BundleError, ModelSpec, enter_workdir, pub_specs
-from mlstack.worker.execution import JobResult, run_job
+from mlstack.worker.jobs import JobHandler
 from mlstack.worker.lastgood import LastGoodStore
 from mlstack.worker.status import ModelState, StatusReporter, sd_notify, watchdog_interval_s
 from mlstack.worker.versions import TempDirJanitor, VersionMonitor, load_at_start, version_of
@@ -27,8 +28,12 @@ log = logging.getLogger("mlstack.worker")
 
 # Last-good model copies (mlstack.worker.lastgood), inside the state dir.
 LAST_GOOD_DIR = "last-good"
-# A job still running after this long is reported as Running (see _run_reporting_running).
-RUNNING_REPORT_DELAY_S = 0.05
+# params.conf key of a model's own time limit (seconds); MLSTACK_MODEL_TIME_LIMIT_S otherwise.
+TIME_LIMIT_KEY = "time_limit_s"
+# Exit status when a model call stays stuck past its grace period: systemd restarts the unit.
+EXIT_MODEL_WEDGED = 70
+# The consuming loop turns at least every second; older than this, it is not making progress.
+LOOP_STALL_S = 10.0
 
 
 class PubWorker:
@@ -40,6 +45,8 @@ class PubWorker:
         self.status.models = {name: ModelState(loaded_version=version_of(m)) for name, m in models.items()}
         self.stopping = threading.Event()
         self.consumer: JobConsumer | None = None
+        self.exit_code = 0
+        self.jobs = JobHandler(settings, self.api, models, model_time_limits(settings), self.stopping)
         registry = settings.registry
         self.monitor = VersionMonitor(
             specs,
@@ -61,113 +68,24 @@ class PubWorker:
         except (ApiUnavailable, ApiRejected) as exc:
             log.warning("could not announce the new model versions: %s", exc)
 
-    # ---- API calls that must eventually succeed ---------------------------------------
-    def _retry(self, what: str, call: Any, deadline_s: float) -> Any:
-        """Retry while the API is unreachable; None when the deadline passed or we are stopping."""
-        delay, give_up = 0.2, time.monotonic() + deadline_s
-        while True:
-            try:
-                return call()
-            except ApiUnavailable as exc:
-                if time.monotonic() > give_up or self.stopping.is_set():
-                    log.error("%s: API unreachable, giving up for now (%s)", what, exc)
-                    return None
-                log.warning("%s: API unreachable (%s); retrying in %.1fs", what, exc, delay)
-                self.stopping.wait(delay)
-                delay = min(delay * 2, 5.0)
-
     def register(self) -> dict[str, str]:
+        """Retry while the API is unreachable: a worker is of no use before it knows its queues."""
         while not self.stopping.is_set():
-            queues = self._retry("register", lambda: self.api.register(self.settings.worker_id, self.versions), 60)
+            call = lambda: self.api.register(self.settings.worker_id, self.versions)  # noqa: E731
+            queues = retry_api("register", call, 60, self.stopping)
             if queues is not None:
-                return queues  # type: ignore[no-any-return]
+                return queues
         raise SystemExit(0)
-
-    # ---- one job -----------------------------------------------------------------------
-    def handle(self, delivery: Delivery) -> Outcome:
-        try:
-            message = json.loads(delivery.body)
-            job_id, model_name = str(message["job_id"]), str(message["model_name"])
-        except (ValueError, KeyError, TypeError):
-            log.error("dropping a malformed message from %s", delivery.queue)
-            return Outcome.ACK
-        model = self.models.get(model_name)
-        if model is None:  # cannot happen with per-model queues, but never lose the job over it
-            log.error("job %s is for model %s, which this worker does not serve", job_id, model_name)
-            return Outcome.REQUEUE
-        created = float(message.get("datetime", time.time()))
-        queue_time = time.time() - created
-        if delivery.redelivered:
-            # A redelivered job may have finished (or expired) already: ask the API before running it.
-            may_run = self._may_run(job_id)
-            if may_run is None:
-                return Outcome.REQUEUE  # the API is unreachable: keep the job for later
-            if not may_run:
-                return Outcome.ACK
-            result = run_job(model, model_name, message)
-        else:
-            if time.time() > created + float(message.get("ttl_ms", 0)) / 1000:
-                log.info("job %s skipped: expired while queued", job_id)
-                return Outcome.ACK
-            result = self._run_reporting_running(model, model_name, job_id, message)
-        payload = {
-            "status": result.status,
-            "response": result.response,
-            "model_version": result.model_version,
-            "queue_response_time_sec": queue_time,
-            "method": message.get("method", ""),
-            "datetime": message.get("datetime"),
-        }
-        answered = self._retry(
-            f"result {job_id}", lambda: self.api.result(job_id, payload), self.settings.result_retry_s
-        )
-        if answered is None:
-            return Outcome.REQUEUE  # the API never got it: another try (here or elsewhere) will
-        accepted, reason = answered
-        if not accepted:
-            log.info("result of job %s not applied: %s", job_id, reason)
-        return Outcome.ACK
-
-    def _may_run(self, job_id: str) -> bool | None:
-        """Marks the job Running if it may run; None when the API cannot be reached."""
-        wid = self.settings.worker_id
-        started = self._retry(f"start {job_id}", lambda: self.api.start(job_id, wid), self.settings.result_retry_s)
-        if started is None:
-            return None
-        run, reason = started
-        if not run:
-            log.info("job %s skipped: %s", job_id, reason)
-        return run
-
-    def _run_reporting_running(self, model: Any, model_name: str, job_id: str, message: dict[str, Any]) -> JobResult:
-        """Run a first-delivery job; tell the API it is Running only if it lasts long enough to be seen.
-
-        Most jobs take a millisecond: reporting Running for them would cost the API a write per job
-        that no client can observe. The result itself is applied only if the job has not expired.
-        """
-        wid = self.settings.worker_id
-        timer = threading.Timer(RUNNING_REPORT_DELAY_S, self._report_running, args=(job_id, wid))
-        timer.daemon = True
-        timer.start()
-        try:
-            return run_job(model, model_name, message)
-        finally:
-            timer.cancel()
-            timer.join()  # the Running report, if sent, lands before the result
-
-    def _report_running(self, job_id: str, worker_id: str) -> None:
-        try:
-            self.api.start(job_id, worker_id)
-        except (ApiUnavailable, ApiRejected) as exc:
-            log.warning("could not report job %s as Running: %s", job_id, exc)
 
     # ---- lifecycle -------------------------------------------------------------------
     def heartbeat(self) -> None:
         watchdog = watchdog_interval_s()
         interval = min(self.settings.heartbeat_interval_s, watchdog) if watchdog else self.settings.heartbeat_interval_s
+        interval = min(interval, 1.0 + self.settings.model_grace_s)  # notice a wedged model in time
         last_register = time.monotonic()
         while not self.stopping.wait(interval):
-            if watchdog:
+            self._check_wedged()
+            if watchdog and self.making_progress():
                 sd_notify("WATCHDOG=1")
             if time.monotonic() - last_register >= self.settings.heartbeat_interval_s:
                 last_register = time.monotonic()
@@ -177,22 +95,40 @@ class PubWorker:
                 except (ApiUnavailable, ApiRejected) as exc:
                     log.warning("heartbeat failed: %s", exc)
 
+    def making_progress(self) -> bool:
+        """The job loop turns and no model call is stuck: only then is systemd's watchdog fed."""
+        consumer = self.consumer
+        loop_alive = consumer is None or time.monotonic() - consumer.last_tick < LOOP_STALL_S
+        return loop_alive and self.jobs.runner.wedged_for() == 0.0
+
+    def _check_wedged(self) -> None:
+        """A model call abandoned at its time limit and still running after the grace period: exit, so
+        systemd restarts the worker (a Python thread cannot be killed). Other jobs were served meanwhile."""
+        stuck_for = self.jobs.runner.wedged_for()
+        if stuck_for > self.settings.model_grace_s and not self.stopping.is_set():
+            log.critical("a model call is still stuck %.0fs after its time limit; exiting to be restarted", stuck_for)
+            self.exit_code = EXIT_MODEL_WEDGED
+            self.stop()
+
     def run(self) -> None:
         self.monitor.check_once()  # learn the production versions before saying READY
         queues = self.register()
         self.status.publish(ready=True)
         log.info("worker %s serving %s", self.settings.worker_id, ", ".join(sorted(self.models)))
-        threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
-        if self.monitor.watched():
-            threading.Thread(
-                target=self.monitor.run,
-                args=(self.settings.version_check_s, self.stopping),
-                name="versions",
-                daemon=True,
-            ).start()
         self.consumer = JobConsumer(
-            self.settings.broker.amqp_url, [queues[name] for name in self.models], self.handle, self.settings.prefetch
+            self.settings.broker.amqp_url,
+            [queues[name] for name in self.models],
+            self.jobs.handle,
+            self.settings.prefetch,
+            queue_max_length=self.settings.broker.queue_max_length,
+            max_attempts=self.settings.max_attempts,
+            name=f"mlstack-worker {self.settings.worker_id}",
         )
+        guarded_thread("heartbeat", self.heartbeat, self.stopping)
+        if self.monitor.watched():
+            guarded_thread(
+                "versions", lambda: self.monitor.run(self.settings.version_check_s, self.stopping), self.stopping
+            )
         self.consumer.run()
 
     def stop(self) -> None:
@@ -200,6 +136,45 @@ class PubWorker:
         self.stopping.set()
         if self.consumer is not None:
             self.consumer.stop()
+
+
+def guarded_thread(name: str, loop: Callable[[], None], stopping: threading.Event) -> threading.Thread:
+    """Run ``loop`` in a daemon thread; an exception is logged and the loop restarted, never lost."""
+
+    def run() -> None:
+        while not stopping.is_set():
+            try:
+                loop()
+                return
+            except Exception:
+                log.exception("thread %s failed; restarting it in 5s", name)
+                stopping.wait(5.0)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def model_time_limits(settings: WorkerSettings) -> dict[str, float]:
+    """Per-model time limits from params.conf (key ``time_limit_s``); a bad value is reported and ignored."""
+    try:
+        sections = read_params_conf(settings.bundle_dir)
+    except ParamsConfError:
+        return {}
+    limits: dict[str, float] = {}
+    for name, section in sections.items():
+        raw = section.get(TIME_LIMIT_KEY, "").strip()
+        if not raw:
+            continue
+        try:
+            limits[name] = float(raw)
+            if not limits[name] > 0:
+                raise ValueError(raw)
+        except ValueError:
+            limits.pop(name, None)
+            log.error("params.conf [%s] %s=%r is not a positive number; using %gs", name, TIME_LIMIT_KEY, raw,
+                      settings.model_time_limit_s)  # fmt: skip
+    return limits
 
 
 def _prepare_process(settings: WorkerSettings) -> None:
@@ -254,3 +229,5 @@ def main() -> None:
         except (ApiUnavailable, ApiRejected):
             log.warning("could not deregister from the API")
     log.info("worker %s stopped", settings.worker_id)
+    if worker.exit_code:
+        sys.exit(worker.exit_code)

@@ -25,6 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "installs_host: installs the stack on this machine and takes the shared broker over (it removes"
         " guest, so other stacks' vhost permissions are gone); runs after even the destructive tests",
     )
+    config.addinivalue_line("markers", "unit: in-process, no outside system (tests/unit); the tier runs in < 30 s")
+    config.addinivalue_line("markers", "property: hypothesis / schemathesis runs against a real API process")
+    config.addinivalue_line("markers", "timeout(seconds): per-test time limit (pytest-timeout)")
 
 
 def _run_order(item: pytest.Item) -> int:
@@ -33,7 +36,19 @@ def _run_order(item: pytest.Item) -> int:
     return 1 if item.get_closest_marker("destructive") is not None else 0
 
 
+# Per-test time limits (pytest-timeout), unless a test sets its own with @pytest.mark.timeout.
+DEFAULT_TIMEOUT_S = 300
+UNIT_TIMEOUT_S = 10
+UNIT_DIR = Path(__file__).parent / "unit"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        unit = UNIT_DIR in Path(item.path).parents
+        if unit:
+            item.add_marker(pytest.mark.unit)
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_S if unit else DEFAULT_TIMEOUT_S))
     items.sort(key=_run_order)  # stable: the file order holds within each rank
 
 

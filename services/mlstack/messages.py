@@ -183,6 +183,35 @@ def feedback_additional_info(
     return info
 
 
+# ---- mlstack extensions (api-contract.md, "mlstack extensions"; not in the original) ----
+NOT_AUTHENTICATED = "Not authenticated"  # FastAPI's APIKeyHeader answer, kept byte for byte
+# Answered by FastAPI's catch-all handler only if something unforeseen fails.
+INTERNAL_ERROR = "Erro interno na API"
+
+
+def body_too_large(max_bytes: int) -> str:
+    return f"Request body larger than {max_bytes} bytes"
+
+
+def queue_full(model_name: str) -> str:
+    return f"A fila do modelo '{model_name}' está cheia. Tente novamente em alguns segundos."
+
+
+def feedback_label_too_large(position: int, size: int, max_bytes: int) -> str:
+    return (
+        f"O label na posição {position} da lista de feedbacks tem {size} bytes, porém o tamanho máximo "
+        f"permitido para um label é de {max_bytes} bytes"
+    )
+
+
+def feedback_message_too_large(initial: str, end: str, max_bytes: int) -> str:
+    return (
+        f"Os labels dos jobs com feedback entre as datas {initial} e {end} ultrapassaram o tamanho máximo "
+        f"({max_bytes} bytes) permitido para a consulta de feedback. Escolha um intervalo menor entre datas "
+        "e consulte novamente após 30 minutos"
+    )
+
+
 # Texts a worker reports as a job's response.
 def wrong_return_type(method: str, expected: str, got: str) -> str:
     return (

@@ -7,14 +7,15 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 
 from mlstack import __version__
 from mlstack.api import routes_health, routes_public, routes_worker
+from mlstack.api.auth import AuthMiddleware
 from mlstack.api.body_limit import BodyLimitMiddleware
+from mlstack.api.errors import ContractError, contract_error, unexpected_error, validation_error
+from mlstack.api.jsonsafe import SafeJSONResponse
 from mlstack.api.services import Services
 from mlstack.broker import Publisher
 from mlstack.jobstore import JobStore, StoreError
@@ -56,17 +57,6 @@ async def _ensure_indexes(store: JobStore) -> None:
             delay = min(delay * 2, 10.0)
 
 
-async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    # FastAPI's standard 422 answer, limited to the four keys the original clients see.
-    detail = [{key: error.get(key) for key in ("type", "loc", "msg", "input")} for error in exc.errors()]
-    return JSONResponse({"detail": jsonable_encoder(detail)}, status_code=422)
-
-
-async def unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
-    log.error("unexpected error: %s", exc.__class__.__name__, exc_info=exc)
-    return JSONResponse({"status": "Error", "response": "Erro interno na API"}, status_code=500)
-
-
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings.from_env()
     configure_logging(settings.log_level)
@@ -74,7 +64,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Created here, after gunicorn forked: each API process owns its connections.
-        store = JobStore(settings.mongodb_uri, settings.mongodb_db)
+        store = JobStore(settings.mongodb_uri, settings.mongodb_db, retention_days=settings.job_retention_days)
         publisher = Publisher(settings.broker.amqp_url)
         publisher.start()
         app.state.services = Services(settings=settings, store=store, publisher=publisher)
@@ -93,9 +83,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         openapi_tags=TAGS,
         redoc_url=None,
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
     )
+    # The last added runs first: the token is checked before the body limit reads a byte.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_middleware(AuthMiddleware, api_token=settings.api_token, worker_token=settings.worker_token)
+    app.add_exception_handler(ContractError, contract_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, unexpected_error)
     app.include_router(routes_public.router)
     app.include_router(routes_worker.router)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -52,21 +54,65 @@ class FeedbackBatch:
     jobs_computed: int
 
 
-def collect_labels(jobs: list[dict[str, Any]], max_labels: int = messages.MAX_FEEDBACK_LABELS) -> FeedbackBatch:
-    """Newest jobs first, whole jobs only, until the label cap would be passed."""
-    y_pred: list[Any] = []
-    y_true: list[Any] = []
-    computed = 0
-    for job in jobs:
+class FeedbackTooLarge(Exception):
+    """The labels would make a get_feedback message over the byte cap."""
+
+
+def label_bytes(label: Any) -> int:
+    """Bytes a label takes in the job message (compact JSON, UTF-8)."""
+    return len(json.dumps(label, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8", "replace"))
+
+
+class LabelCollector:
+    """Newest jobs first, whole jobs only, until the label cap would be passed; counts message bytes."""
+
+    def __init__(self, max_labels: int, max_bytes: int) -> None:
+        self.max_labels = max_labels
+        self.max_bytes = max_bytes
+        self.y_pred: list[Any] = []
+        self.y_true: list[Any] = []
+        self.computed = 0
+        self.bytes = 0
+
+    def add(self, job: dict[str, Any]) -> bool:
+        """Take one job's labels; False once the label cap is reached (stop reading).
+
+        Raises FeedbackTooLarge when the labels pass the byte cap.
+        """
         response, feedback = job.get("response"), job.get("feedback")
         if not isinstance(response, list) or not isinstance(feedback, list):
-            continue
-        if len(y_pred) + len(response) > max_labels:
-            break
-        y_pred += response
-        y_true += feedback
-        computed += 1
-    return FeedbackBatch(y_pred, y_true, computed)
+            return True
+        if len(self.y_pred) + len(response) > self.max_labels:
+            return False
+        # +1 per label: the comma that separates it in the message.
+        self.bytes += sum(label_bytes(label) + 1 for label in (*response, *feedback))
+        if self.bytes > self.max_bytes:
+            raise FeedbackTooLarge
+        self.y_pred += response
+        self.y_true += feedback
+        self.computed += 1
+        return True
+
+    def batch(self) -> FeedbackBatch:
+        return FeedbackBatch(self.y_pred, self.y_true, self.computed)
+
+
+async def collect_labels(
+    jobs: AsyncIterable[dict[str, Any]],
+    max_labels: int = messages.MAX_FEEDBACK_LABELS,
+    max_bytes: int = 32 * 1024 * 1024,
+) -> FeedbackBatch:
+    """Read streamed jobs into one batch (see LabelCollector)."""
+    collector = LabelCollector(max_labels, max_bytes)
+    try:
+        async for job in jobs:
+            if not collector.add(job):
+                break
+    finally:
+        aclose = getattr(jobs, "aclose", None)
+        if aclose is not None:  # closes the database cursor now, not when garbage collected
+            await aclose()
+    return collector.batch()
 
 
 def _distinct_labels(labels: list[Any]) -> list[Any]:

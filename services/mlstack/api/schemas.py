@@ -1,32 +1,54 @@
-"""Request bodies. Field shapes match the original stack, so FastAPI's 422 answers do too."""
+"""Request bodies. Field shapes match the original stack, so FastAPI's 422 answers do too.
+
+Every client value also passes ``jsonsafe.value_problem``: what JSON or BSON cannot carry is a
+422 (type ``json_value``) in FastAPI's usual shape, before any write.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
+
+from mlstack.api.jsonsafe import value_problem
+
+INVALID_VALUE_TYPE = "json_value"
+
+
+def _storable(value: Any) -> Any:
+    problem = value_problem(value)
+    if problem:
+        raise PydanticCustomError(
+            INVALID_VALUE_TYPE, "Input should be a value JSON and BSON can carry, found {problem}", {"problem": problem}
+        )
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+Items = Annotated[list[Any], AfterValidator(_storable)]
 
 
 class InferenceRequest(BaseModel):
-    model_name: str
-    method: str
-    features: list[Any] | None = None
-    targets: list[Any] | None = None
+    model_name: Text
+    method: Text
+    features: Items | None = None
+    targets: Items | None = None
 
 
 class StatusRequest(BaseModel):
-    job_id: str
+    job_id: Text
 
 
 class FeedbackRequest(BaseModel):
-    job_id: str
-    feedback: list[Any]
+    job_id: Text
+    feedback: Items
 
 
 class GetFeedbackRequest(BaseModel):
-    model_name: str
-    initial_date: str
-    end_date: str
+    model_name: Text
+    initial_date: Text
+    end_date: Text
 
 
 class WorkerModel(BaseModel):
@@ -51,7 +73,8 @@ class StartRequest(BaseModel):
 
 class ResultRequest(BaseModel):
     status: str
-    response: Any = None
+    # A response BSON cannot store (e.g. an integer past 2^63) is a 422: the worker then reports an Error.
+    response: Annotated[Any, AfterValidator(_storable)] = None
     model_version: str = ""
     queue_response_time_sec: float = -1.0
     # Echoed from the job message, so storing a result needs no read of the job first.

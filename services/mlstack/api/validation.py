@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlstack import messages
+from mlstack.api.feedback import label_bytes
 
 
 def _check_lists(values: dict[str, Any], params: tuple[str, ...]) -> str | None:
@@ -42,6 +43,15 @@ def inference_error(method: str, present: dict[str, Any]) -> str | None:
 
 def feedback_list_error(feedback: list[Any]) -> str | None:
     return _check_lists({"feedback": feedback}, ("feedback",))
+
+
+def feedback_label_error(feedback: list[Any], max_bytes: int) -> str | None:
+    """A label over the size cap (mlstack extension: labels end up in get_feedback's message)."""
+    for position, label in enumerate(feedback):
+        size = label_bytes(label)
+        if size > max_bytes:
+            return messages.feedback_label_too_large(position, size, max_bytes)
+    return None
 
 
 def json_type_name(value: Any) -> str:

@@ -8,11 +8,14 @@ the indexes below serve get_feedback's queries on a real MongoDB.
 from __future__ import annotations
 
 import enum
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from bson.errors import BSONError
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 JOBS = "col_jobs"
 QUEUE_REGISTRY = "col_queue_registry"
@@ -20,7 +23,27 @@ FEEDBACK_LIMITS = "col_feedback_limits"
 GLOBAL_LIMIT_KEY = "global"
 UNFINISHED = ["Queued", "Running"]
 
-StoreError = PyMongoError
+# Everything a store call can raise: the driver's errors, a document BSON cannot encode, and an
+# integer BSON cannot hold (pymongo raises a bare OverflowError). Callers map it to the contract's
+# database answer, never a 500.
+StoreError = (PyMongoError, BSONError, OverflowError)
+# Date field the TTL index expires jobs on (a BSON date, as TTL indexes need).
+RETENTION_FIELD = "created_at"
+RETENTION_INDEX = "ttl_jobs_retention"
+# Fields of a predict job that get_feedback reads.
+FEEDBACK_FIELDS = {"_id": 0, "response": 1, "feedback": 1}
+
+
+def utc_datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+class LimitTaken(enum.Enum):
+    """Outcome of taking the get_feedback rate limit."""
+
+    TAKEN = "taken"
+    MODEL = "model"
+    GLOBAL = "global"
 
 
 class StartOutcome(enum.Enum):
@@ -38,7 +61,8 @@ class FeedbackLimits:
 
 
 class JobStore:
-    def __init__(self, uri: str, database: str, timeout_ms: int = 2000) -> None:
+    def __init__(self, uri: str, database: str, timeout_ms: int = 2000, retention_days: int = 120) -> None:
+        self._retention_s = retention_days * 86400
         self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             uri,
             serverSelectionTimeoutMS=timeout_ms,
@@ -62,6 +86,7 @@ class JobStore:
         return True
 
     async def ensure_indexes(self) -> None:
+        await self._ensure_retention_index()
         await self._jobs.create_index([("job_id", ASCENDING)], name="idx_jobid")
         await self._jobs.create_index(
             [("model_name", ASCENDING), ("method", ASCENDING), ("status", ASCENDING)], name="idx_jobs_pred_done"
@@ -77,9 +102,31 @@ class JobStore:
             name="idx_getfeedback",
         )
 
+    async def _ensure_retention_index(self) -> None:
+        """TTL index expiring jobs ``retention_days`` after creation; a changed setting is applied."""
+        try:
+            await self._jobs.create_index(
+                [(RETENTION_FIELD, ASCENDING)], name=RETENTION_INDEX, expireAfterSeconds=self._retention_s
+            )
+        except OperationFailure as exc:
+            if exc.code not in (85, 86):  # IndexOptionsConflict / IndexKeySpecsConflict
+                raise
+            await self._jobs.database.command(
+                "collMod",
+                self._jobs.name,
+                index={"name": RETENTION_INDEX, "expireAfterSeconds": self._retention_s},
+            )
+
+    async def retention_seconds(self) -> int | None:
+        """expireAfterSeconds of the retention index as the database reports it (None: no index)."""
+        info = await self._jobs.index_information()
+        index = info.get(RETENTION_INDEX)
+        return None if index is None else int(index.get("expireAfterSeconds", -1))
+
     # ---- jobs -------------------------------------------------------------------
     async def insert_job(self, job: dict[str, Any]) -> None:
-        await self._jobs.insert_one(job)
+        """Store a new job; ``created_at`` (for the retention index) is derived from ``datetime``."""
+        await self._jobs.insert_one({**job, RETENTION_FIELD: utc_datetime(float(job["datetime"]))})
 
     async def delete_job(self, job_id: str) -> None:
         await self._jobs.delete_one({"_id": job_id})
@@ -171,22 +218,61 @@ class JobStore:
     async def count_predict_done(self, model_name: str) -> int:
         return await self._jobs.count_documents({"model_name": model_name, "method": "predict", "status": "Done"})
 
-    async def feedback_jobs(self, model_name: str, start: float, end: float, limit: int) -> list[dict[str, Any]]:
+    async def feedback_jobs(
+        self, model_name: str, start: float, end: float, limit: int, batch_size: int = 500
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Newest first, only the labels, streamed in batches (never the whole result in memory)."""
         cursor = (
-            self._jobs.find(self._feedback_filter(model_name, start, end), {"response": 1, "feedback": 1})
+            self._jobs.find(self._feedback_filter(model_name, start, end), FEEDBACK_FIELDS)
             .sort("datetime", DESCENDING)
             .limit(limit)
+            .batch_size(batch_size)
         )
-        return await cursor.to_list(length=None)
+        try:
+            async for job in cursor:
+                yield job
+        finally:
+            await cursor.close()
 
     async def get_limits(self, model_name: str) -> FeedbackLimits:
         docs = await self._limits.find({"_id": {"$in": [f"model:{model_name}", GLOBAL_LIMIT_KEY]}}).to_list(None)
         by_id = {d["_id"]: float(d.get("next", 0.0)) for d in docs}
         return FeedbackLimits(by_id.get(f"model:{model_name}", 0.0), by_id.get(GLOBAL_LIMIT_KEY, 0.0))
 
-    async def set_limits(self, model_name: str, model_next: float, global_next: float) -> None:
-        await self._limits.update_one({"_id": f"model:{model_name}"}, {"$set": {"next": model_next}}, upsert=True)
-        await self._limits.update_one({"_id": GLOBAL_LIMIT_KEY}, {"$set": {"next": global_next}}, upsert=True)
+    async def _take(self, key: str, now: float, next_time: float) -> float | None:
+        """One conditional update: set ``next`` if it has passed (or the document is new).
+
+        Returns the previous ``next`` (0.0 for a new document), or None if the limit is still on.
+        Two processes racing on a missing document both try the upsert's insert; the loser gets
+        DuplicateKeyError, which means the other one took it.
+        """
+        try:
+            before = await self._limits.find_one_and_update(
+                {"_id": key, "next": {"$lte": now}},
+                {"$set": {"next": next_time}},
+                upsert=True,
+                return_document=ReturnDocument.BEFORE,
+            )
+        except DuplicateKeyError:
+            return None
+        return 0.0 if before is None else float(before.get("next", 0.0))
+
+    async def take_feedback_limits(
+        self, model_name: str, now: float, model_next: float, global_next: float
+    ) -> LimitTaken:
+        """Take this model's and the global get_feedback slot, atomically per limit.
+
+        The model's slot is taken first; if the global one is not free, the model's is given back
+        (only if it still holds our value), so a refused request leaves no limit behind.
+        """
+        model_key = f"model:{model_name}"
+        previous = await self._take(model_key, now, model_next)
+        if previous is None:
+            return LimitTaken.MODEL
+        if await self._take(GLOBAL_LIMIT_KEY, now, global_next) is None:
+            await self._limits.update_one({"_id": model_key, "next": model_next}, {"$set": {"next": previous}})
+            return LimitTaken.GLOBAL
+        return LimitTaken.TAKEN
 
     # ---- model registry -------------------------------------------------------------
     async def register_worker(

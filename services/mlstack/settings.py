@@ -138,6 +138,14 @@ class ApiSettings:
     feedback_global_interval_s: float
     max_body_bytes: int
     log_level: str
+    queue_full_retry_after_s: int = 5
+    job_retention_days: int = 120
+    feedback_max_label_bytes: int = 4096
+    feedback_max_message_bytes: int = 32 * 1024 * 1024
+    # gunicorn (read by services/mlstack/api/gunicorn_conf.py)
+    bind: str = "127.0.0.1:8000"
+    api_workers: int = 2
+    access_log: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
@@ -159,8 +167,16 @@ class ApiSettings:
             job_ttl_ms=r.number("MLSTACK_JOB_TTL_MS", 90_000, int, 1),
             feedback_model_interval_s=r.number("MLSTACK_FEEDBACK_MODEL_INTERVAL_S", 1800.0, float, 0),
             feedback_global_interval_s=r.number("MLSTACK_FEEDBACK_GLOBAL_INTERVAL_S", 120.0, float, 0),
-            max_body_bytes=r.number("MLSTACK_MAX_BODY_BYTES", 8 * 1024 * 1024, int, 1024),
+            max_body_bytes=r.number("MLSTACK_MAX_BODY_BYTES", 1024 * 1024, int, 1024),
             log_level=r.text("MLSTACK_LOG_LEVEL", "INFO").upper(),
+            queue_full_retry_after_s=r.number("MLSTACK_QUEUE_FULL_RETRY_AFTER_S", 5, int, 1),
+            # get_feedback looks back at most 90 days; jobs must outlive that span.
+            job_retention_days=r.number("MLSTACK_JOB_RETENTION_DAYS", 120, int, 91),
+            feedback_max_label_bytes=r.number("MLSTACK_FEEDBACK_MAX_LABEL_BYTES", 4096, int, 16),
+            feedback_max_message_bytes=r.number("MLSTACK_FEEDBACK_MAX_MESSAGE_BYTES", 32 * 1024 * 1024, int, 1024),
+            bind=r.text("MLSTACK_BIND", "127.0.0.1:8000"),
+            api_workers=r.number("MLSTACK_API_WORKERS", 2, int, 1),
+            access_log=r.text("MLSTACK_ACCESS_LOG", ""),
         )
         r.finish()
         return settings

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bson.errors import BSONError
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 JOBS = "col_jobs"
@@ -118,10 +118,14 @@ class JobStore:
             )
 
     async def retention_seconds(self) -> int | None:
-        """expireAfterSeconds of the retention index as the database reports it (None: no index)."""
-        info = await self._jobs.index_information()
-        index = info.get(RETENTION_INDEX)
-        return None if index is None else int(index.get("expireAfterSeconds", -1))
+        """expireAfterSeconds of the retention index as the database reports it (None: no index).
+
+        Found by its key, not its name: a stand-in database may name indexes its own way.
+        """
+        for index in (await self._jobs.index_information()).values():
+            if [tuple(k) for k in index.get("key", [])] == [(RETENTION_FIELD, ASCENDING)]:
+                return int(index.get("expireAfterSeconds", -1))
+        return None
 
     # ---- jobs -------------------------------------------------------------------
     async def insert_job(self, job: dict[str, Any]) -> None:
@@ -239,38 +243,35 @@ class JobStore:
         by_id = {d["_id"]: float(d.get("next", 0.0)) for d in docs}
         return FeedbackLimits(by_id.get(f"model:{model_name}", 0.0), by_id.get(GLOBAL_LIMIT_KEY, 0.0))
 
-    async def _take(self, key: str, now: float, next_time: float) -> float | None:
-        """One conditional update: set ``next`` if it has passed (or the document is new).
+    async def _take(self, key: str, now: float, next_time: float) -> bool:
+        """One conditional update: set ``next`` only if it has passed, or create the document.
 
-        Returns the previous ``next`` (0.0 for a new document), or None if the limit is still on.
-        Two processes racing on a missing document both try the upsert's insert; the loser gets
-        DuplicateKeyError, which means the other one took it.
+        When the limit is still on, the filter matches nothing and the upsert's insert hits the
+        existing ``_id``: DuplicateKeyError means someone else holds the slot. Two processes
+        racing on a missing document meet the same way, so exactly one of them takes it.
         """
         try:
-            before = await self._limits.find_one_and_update(
-                {"_id": key, "next": {"$lte": now}},
-                {"$set": {"next": next_time}},
-                upsert=True,
-                return_document=ReturnDocument.BEFORE,
+            await self._limits.update_one(
+                {"_id": key, "next": {"$lte": now}}, {"$set": {"next": next_time}}, upsert=True
             )
         except DuplicateKeyError:
-            return None
-        return 0.0 if before is None else float(before.get("next", 0.0))
+            return False
+        return True
 
     async def take_feedback_limits(
-        self, model_name: str, now: float, model_next: float, global_next: float
+        self, model_name: str, now: float, model_next: float, global_next: float, model_before: float = 0.0
     ) -> LimitTaken:
-        """Take this model's and the global get_feedback slot, atomically per limit.
+        """Take this model's and the global get_feedback slot, each with one conditional update.
 
         The model's slot is taken first; if the global one is not free, the model's is given back
-        (only if it still holds our value), so a refused request leaves no limit behind.
+        (set to ``model_before``, the value read before, only while it still holds ours), so a
+        refused request leaves no limit behind.
         """
         model_key = f"model:{model_name}"
-        previous = await self._take(model_key, now, model_next)
-        if previous is None:
+        if not await self._take(model_key, now, model_next):
             return LimitTaken.MODEL
-        if await self._take(GLOBAL_LIMIT_KEY, now, global_next) is None:
-            await self._limits.update_one({"_id": model_key, "next": model_next}, {"$set": {"next": previous}})
+        if not await self._take(GLOBAL_LIMIT_KEY, now, global_next):
+            await self._limits.update_one({"_id": model_key, "next": model_next}, {"$set": {"next": model_before}})
             return LimitTaken.GLOBAL
         return LimitTaken.TAKEN
 

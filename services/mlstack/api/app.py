@@ -65,7 +65,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Created here, after gunicorn forked: each API process owns its connections.
         store = JobStore(settings.mongodb_uri, settings.mongodb_db, retention_days=settings.job_retention_days)
-        publisher = Publisher(settings.broker.amqp_url)
+        publisher = Publisher(settings.broker.amqp_url, queue_max_length=settings.broker.queue_max_length)
         publisher.start()
         app.state.services = Services(settings=settings, store=store, publisher=publisher)
         indexes = asyncio.create_task(_ensure_indexes(store))

@@ -16,16 +16,8 @@ from typing import Any
 from mlstack import messages
 from mlstack.api.errors import ContractError, job_error
 from mlstack.api.services import Services
-from mlstack.broker import BrokerUnavailable, NoRoute
+from mlstack.broker import BrokerUnavailable, NoRoute, QueueFull
 from mlstack.jobstore import UNFINISHED, StoreError
-
-try:
-    from mlstack.broker import QueueFull
-except ImportError:  # pragma: no cover - only until the broker side defines it
-
-    class QueueFull(BrokerUnavailable):  # type: ignore[no-redef]
-        """Stand-in: the broker refused the message because the model's queue is full."""
-
 
 log = logging.getLogger(__name__)
 

@@ -145,7 +145,11 @@ async def get_feedback(
         # intervals. Taken atomically, so of concurrent requests on any API process one passes.
         now = time.time()
         taken = await services.store.take_feedback_limits(
-            model_name, now, now + settings.feedback_model_interval_s, now + settings.feedback_global_interval_s
+            model_name,
+            now,
+            now + settings.feedback_model_interval_s,
+            now + settings.feedback_global_interval_s,
+            model_before=limits.model_next,
         )
         if taken is not LimitTaken.TAKEN:
             limits = await services.store.get_limits(model_name)

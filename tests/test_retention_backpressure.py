@@ -1,0 +1,125 @@
+"""Backpressure (a full model queue refuses jobs with Retry-After, nothing stored), get_feedback's
+message byte cap, and job retention (TTL index on col_jobs)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pymongo
+import pytest
+from support import contract as c
+from support.infra import MongoServer
+from support.procs import wait_for
+from support.stack import Stack
+
+QUEUE_MAX_LENGTH = 2
+MAX_MESSAGE_BYTES = 1024
+RETRY_AFTER_S = 7
+TODAY = datetime.now().strftime("%d/%m/%Y")
+
+
+@pytest.fixture(scope="module")
+def bounds_stack(workdir: Path, mongo: MongoServer) -> Iterator[Stack]:
+    """Model queues of 2 messages, get_feedback messages of at most 1 KiB."""
+    queue_env = {"MLSTACK_QUEUE_MAX_LENGTH": str(QUEUE_MAX_LENGTH)}
+    stack = Stack(
+        "bounds",
+        workdir,
+        mongo,
+        db_name="ml_api_db_bounds",
+        api_env={
+            **queue_env,
+            "MLSTACK_FEEDBACK_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
+            "MLSTACK_QUEUE_FULL_RETRY_AFTER_S": str(RETRY_AFTER_S),
+        },
+    ).start()
+    try:
+        stack.add_worker("slow", "slow", extra_env=queue_env)
+        stack.add_worker("basic", "basic", extra_env=queue_env)
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def bounds_jobs(bounds_stack: Stack) -> Iterator[pymongo.collection.Collection]:
+    client: pymongo.MongoClient = pymongo.MongoClient(bounds_stack.mongo.uri, serverSelectionTimeoutMS=5000)
+    try:
+        yield client[bounds_stack.db_name]["col_jobs"]
+    finally:
+        client.close()
+
+
+def _started(stack: Stack, token: str) -> bool:
+    return any(e.get("event") == "start" and token in str(e) for e in stack.exec_events())
+
+
+def test_full_model_queue_is_refused_with_retry_after_and_nothing_stored(
+    bounds_stack: Stack, bounds_jobs: pymongo.collection.Collection
+) -> None:
+    api = bounds_stack.client()
+    token = secrets.token_hex(4)
+    running = api.submit("TEST_SLOW", "predict", [f"slow:6:{token}-run"])
+    # The worker holds one message (prefetch 1, unacked: not counted by x-max-length) ...
+    wait_for(lambda: _started(bounds_stack, f"{token}-run"), 30, "the slow job to start")
+    # ... so the queue takes exactly QUEUE_MAX_LENGTH more.
+    queued = [api.submit("TEST_SLOW", "predict", [f"slow:0.1:{token}-{i}"]) for i in range(QUEUE_MAX_LENGTH)]
+    stored = bounds_jobs.count_documents({"model_name": "TEST_SLOW"})
+
+    r = api.post("/inference", {"model_name": "TEST_SLOW", "method": "predict", "features": ["slow:0.1:x"]})
+    assert r.status_code == 200, r.text
+    assert r.json() == c.model_error(
+        "TEST_SLOW", "predict", "A fila do modelo 'TEST_SLOW' está cheia. Tente novamente em alguns segundos."
+    )
+    assert r.headers.get("retry-after") == str(RETRY_AFTER_S)
+    assert bounds_jobs.count_documents({"model_name": "TEST_SLOW"}) == stored, "a refused job was stored"
+
+    # Other models are not affected, and the queued jobs all run once the queue drains.
+    assert api.run("TEST_ECHO", "predict", ["ok"])["status"] == "Done"
+    for job_id in [running, *queued]:
+        assert api.wait_done(job_id, timeout=60)["status"] == "Done"
+    assert api.run("TEST_SLOW", "predict", [f"slow:0.1:{token}-after"])["status"] == "Done"
+
+
+def test_get_feedback_message_over_the_byte_cap_is_refused_in_portuguese(bounds_stack: Stack) -> None:
+    api = bounds_stack.client()
+    for i in range(3):  # 3 jobs x 2 labels x ~300 bytes > 1 KiB
+        st = api.run("TEST_ECHO", "predict", [f"{i}" * 300])
+        assert api.feedback(st["job_id"], [f"{i + 1}" * 300]) == c.FEEDBACK_OK
+    answer = api.get_feedback("TEST_ECHO", TODAY, TODAY)
+    assert answer == c.gf_error(
+        "TEST_ECHO",
+        f"Os labels dos jobs com feedback entre as datas {TODAY} e {TODAY} ultrapassaram o tamanho máximo "
+        f"({MAX_MESSAGE_BYTES} bytes) permitido para a consulta de feedback. Escolha um intervalo menor entre "
+        "datas e consulte novamente após 30 minutos",
+    ), answer
+
+
+def test_jobs_carry_a_retention_date_and_a_ttl_index_expires_them(main_stack: Stack) -> None:
+    """nx-27017 keeps the index and reports it, but whether it deletes expired documents is not
+    provable here: that part is MongoDB's TTL monitor (runs every 60 s on a real server)."""
+    api = main_stack.client()
+    job_id = api.submit("TEST_ECHO", "info")
+    client: pymongo.MongoClient = pymongo.MongoClient(main_stack.mongo.uri, serverSelectionTimeoutMS=5000)
+    try:
+        jobs = client[main_stack.db_name]["col_jobs"]
+
+        def ttl_index() -> dict | None:
+            for index in jobs.index_information().values():
+                if [tuple(k) for k in index["key"]] == [("created_at", 1)] and "expireAfterSeconds" in index:
+                    return index
+            return None
+
+        index = wait_for(ttl_index, 30, "the retention TTL index on col_jobs.created_at")
+        assert index["expireAfterSeconds"] == 120 * 86400, index  # MLSTACK_JOB_RETENTION_DAYS default
+        doc = jobs.find_one({"_id": job_id})
+        assert doc is not None and isinstance(doc["created_at"], datetime), doc
+        created = doc["created_at"].replace(tzinfo=timezone.utc).timestamp()
+        assert abs(created - doc["datetime"]) < 0.01, (doc["created_at"], doc["datetime"])
+        assert abs(created - time.time()) < 60
+    finally:
+        client.close()

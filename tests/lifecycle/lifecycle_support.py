@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlstack.registry import RegistryClient
 from support.infra import REPO, VENV_BIN, base_env
-from support.procs import wait_for
+from support.procs import free_port, wait_for
 from support.stack import Stack
 
 LAUNCHER = REPO / "bin" / "mlstack-registry"
@@ -34,6 +35,28 @@ class Registry:
 
     def client(self) -> RegistryClient:
         return RegistryClient.from_env(self.env)
+
+
+def start_registry(state: Path) -> Registry:
+    """A registry of its own (bin/mlstack-registry) on free ports; stop it with launcher("stop", state)."""
+    started = launcher("start", state, "--port", str(free_port()), "--s3-port", str(free_port()))
+    assert started.returncode == 0, f"bin/mlstack-registry start failed:\n{started.stderr[-3000:]}"
+    return Registry(state, read_env_file(state / "registry.env"))
+
+
+def kill_mlflow(registry: Registry) -> None:
+    """An MLflow outage: its server process group ends, the S3 stand-in (and so the data) stays."""
+    pid = int((registry.state / "run" / "mlflow.pid").read_text())
+    os.killpg(pid, signal.SIGTERM)  # bin/mlstack-registry starts it as a process group leader (setsid)
+    wait_for(lambda: not _alive(pid), 30, "MLflow to stop", interval=0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie no longer serves
 
 
 def launcher(command: str, state: Path, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -100,7 +123,9 @@ def worker_states(stack: Stack) -> Path:
     return stack.workdir / "worker-states"
 
 
-def start_example_worker(stack: Stack, name: str, bundle_python: str, registry: Registry) -> None:
+def start_example_worker(
+    stack: Stack, name: str, bundle_python: str, registry: Registry, extra_env: dict[str, str] | None = None
+) -> None:
     env = {
         **registry.env,
         **NO_PROVIDER_OVERRIDE,
@@ -111,6 +136,7 @@ def start_example_worker(stack: Stack, name: str, bundle_python: str, registry: 
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         # One folder holding every worker's state folder: what `mlstack health --state-root` reads.
         "MLSTACK_STATE_DIR": str(worker_states(stack) / name),
+        **(extra_env or {}),
     }
     stack.add_worker(name, EXAMPLE / "worker_pub", python=bundle_python, extra_env=env)
 

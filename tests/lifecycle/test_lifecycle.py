@@ -194,7 +194,12 @@ def test_broken_version_keeps_the_old_one_serving_and_health_says_why(serving: S
     ok(mlstack("models", "promote", MODEL, "--version", broken, registry=registry))
 
     status = wait_status(
-        serving, WORKER, LOAD_TIMEOUT_S, f"worker to fail loading v{broken}", state="error", production_version=broken
+        serving,
+        WORKER,
+        LOAD_TIMEOUT_S,
+        f"worker to fail loading v{broken}",
+        state="degraded",
+        production_version=broken,
     )
     assert status["loaded_version"] == "1" and f"v{broken}" in status["reason"], status
     assert predict(serving)["model_version"] == "1"
@@ -205,10 +210,10 @@ def test_broken_version_keeps_the_old_one_serving_and_health_says_why(serving: S
     rows = [r for r in json.loads(health.stdout)["models"] if r["worker_id"] == WORKER_ID and r["model"] == MODEL]
     assert len(rows) == 1, health.stdout
     row = rows[0]
-    assert (row["state"], row["loaded_version"], row["production_version"]) == ("error", "1", broken), row
+    assert (row["state"], row["loaded_version"], row["production_version"]) == ("degraded", "1", broken), row
     assert f"v{broken}" in row["reason"], row
     text = mlstack("health", "--state-root", states, registry=None)
-    assert text.returncode == 1 and "error" in text.stdout and row["reason"] in text.stdout, text
+    assert text.returncode == 1 and "degraded" in text.stdout and row["reason"] in text.stdout, text
 
     # Back to the version that works: healthy again.
     out = ok(mlstack("models", "rollback", MODEL, registry=registry))

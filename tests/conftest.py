@@ -38,7 +38,7 @@ def _run_order(item: pytest.Item) -> int:
 
 # Per-test time limits (pytest-timeout), unless a test sets its own with @pytest.mark.timeout.
 DEFAULT_TIMEOUT_S = 300
-UNIT_TIMEOUT_S = 10
+UNIT_TIMEOUT_S = 20
 UNIT_DIR = Path(__file__).parent / "unit"
 
 

@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
+from mlstack.broker import Delivery, JobConsumer, Outcome, Verdict
 from support import contract as c
-from support.amqp import DEAD_LETTER_QUEUE, MODEL_QUEUE_PREFIX, dead_letters, publish_raw, queue_messages, take_one
+from support.amqp import (
+    DEAD_LETTER_QUEUE,
+    MODEL_QUEUE_PREFIX,
+    channel,
+    dead_letters,
+    publish_raw,
+    queue_messages,
+    take_one,
+)
+from support.infra import RabbitVhost
 from support.procs import wait_for
 from support.stack import Stack
 
@@ -122,3 +134,59 @@ def test_a_result_the_api_refuses_ends_the_job_error_instead_of_looping(hostile:
     # ... and the worker goes on.
     ok = api.run("TEST_HOSTILE", "predict", ["fine"])
     assert ok["status"] == "Done" and ok["response"] == ["fine"], ok
+
+
+# ---- the consumer itself, in-process against a real broker -----------------------------------------
+@pytest.fixture
+def own_vhost() -> Iterator[RabbitVhost]:
+    v = RabbitVhost("consumer").create()
+    try:
+        yield v
+    finally:
+        v.delete()
+
+
+def _consume(vhost: RabbitVhost, queue: str, verdicts: list[Verdict]) -> tuple[JobConsumer, list[Delivery]]:
+    """A JobConsumer on `queue` whose handler answers `verdicts` in turn (then ACK)."""
+    seen: list[Delivery] = []
+
+    def handler(delivery: Delivery) -> Verdict:
+        seen.append(delivery)
+        return verdicts[len(seen) - 1] if len(seen) <= len(verdicts) else Verdict(Outcome.ACK)
+
+    consumer = JobConsumer(vhost.url, [queue], handler, queue_max_length=50, max_attempts=3)
+    threading.Thread(target=consumer.run, daemon=True).start()
+    wait_for(consumer.connected.is_set, 10, "the consumer to connect")
+    return consumer, seen
+
+
+def test_a_retried_message_comes_back_after_the_delay_counted_then_is_dead_lettered(own_vhost: RabbitVhost) -> None:
+    queue = MODEL_QUEUE_PREFIX + "RETRY"
+    retry = Verdict(Outcome.RETRY, "a API do mlstack não respondeu")
+    consumer, seen = _consume(own_vhost, queue, [retry, retry, retry])
+    try:
+        publish_raw(own_vhost, "RETRY", b'{"n": 1}')
+        wait_for(lambda: len(seen) == 3, 20, "two retries (5 s apart)")
+        assert [d.attempt for d in seen] == [0, 1, 2] and [d.redelivered for d in seen] == [False, True, True]
+        # The third transient failure is the last of max_attempts=3: dead-lettered, never seen again.
+        wait_for(lambda: queue_messages(own_vhost, DEAD_LETTER_QUEUE) == 1, 10, "the dead letter")
+        ((body, headers),) = dead_letters(own_vhost)
+        assert body == b'{"n": 1}' and headers["x-mlstack-attempt"] == 2, headers  # retries that happened
+        assert str(headers["x-mlstack-reason"]).startswith(retry.reason), headers
+        assert queue_messages(own_vhost, queue) == 0 and queue_messages(own_vhost, "mlstack.retry") == 0
+        assert len(seen) == 3
+    finally:
+        consumer.stop()
+
+
+def test_a_queue_declared_without_the_limit_is_consumed_as_it_is(own_vhost: RabbitVhost) -> None:
+    queue = MODEL_QUEUE_PREFIX + "OLD"
+    with channel(own_vhost) as ch:
+        ch.queue_declare(queue, durable=True)  # as a release without queue limits declared it
+    consumer, seen = _consume(own_vhost, queue, [])
+    try:
+        publish_raw(own_vhost, "OLD", b"{}")
+        wait_for(lambda: len(seen) == 1, 10, "the message on the old queue")
+        wait_for(lambda: queue_messages(own_vhost, queue) == 0, 10, "the message to be acked")
+    finally:
+        consumer.stop()

@@ -27,6 +27,15 @@ def test_whole_jobs_only_until_the_label_cap() -> None:
     assert batch.jobs_computed == 2
 
 
+def test_jobs_with_labels_a_message_cannot_carry_are_left_out() -> None:
+    collector = LabelCollector(max_labels=100, max_bytes=10_000)
+    assert collector.add({"response": [float("nan")], "feedback": [1.0]})
+    assert collector.add({"response": [1.0], "feedback": [float("inf")]})
+    assert collector.add({"response": [2.0], "feedback": [2.0]})
+    batch = collector.batch()
+    assert (batch.y_pred, batch.y_true, batch.jobs_computed) == ([2.0], [2.0], 1)
+
+
 def test_byte_cap_raises() -> None:
     collector = LabelCollector(max_labels=30_000, max_bytes=100)
     collector.add({"response": ["x" * 20], "feedback": ["y" * 20]})  # 2 x (22 + 1) bytes

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from mlstack import messages
+from mlstack.api.jsonsafe import value_problem
 
 DAY_S = 86400
 DATE_FORMAT = "%d/%m/%Y"
@@ -81,6 +82,10 @@ class LabelCollector:
         """
         response, feedback = job.get("response"), job.get("feedback")
         if not isinstance(response, list) or not isinstance(feedback, list):
+            return True
+        if value_problem(response) or value_problem(feedback):
+            # e.g. a NaN a model predicted, stored by a real MongoDB: it cannot go into the
+            # message, and one such job must not block the model's get_feedback for 90 days.
             return True
         if len(self.y_pred) + len(response) > self.max_labels:
             return False

@@ -189,6 +189,23 @@ NOT_AUTHENTICATED = "Not authenticated"  # FastAPI's APIKeyHeader answer, kept b
 INTERNAL_ERROR = "Erro interno na API"
 
 
+# 422 for values JSON/BSON cannot carry: FastAPI's English, like its other 422 messages.
+INVALID_JSON_VALUE = "Input should be a value JSON and BSON can carry, found {problem}"
+LONE_SURROGATE = "a lone surrogate in a string"
+INT_OUT_OF_RANGE = "an integer outside the signed 64-bit range"
+NOT_FINITE = "NaN or Infinity"
+NON_STRING_KEY = "a non-string key"
+NUL_IN_KEY = "a NUL character in an object key"
+
+
+def nested_too_deep(max_depth: int) -> str:
+    return f"values nested deeper than {max_depth} levels"
+
+
+def unsupported_type(type_name: str) -> str:
+    return f"a value of type {type_name}"
+
+
 def body_too_large(max_bytes: int) -> str:
     return f"Request body larger than {max_bytes} bytes"
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from mlstack import messages
+
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 # MongoDB refuses documents nested over 100 levels; a request value sits at most 2 levels down.
@@ -26,7 +28,7 @@ def _text_problem(text: str) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return "a lone surrogate in a string"
+        return messages.LONE_SURROGATE
     return None
 
 
@@ -46,23 +48,23 @@ def value_problem(value: Any) -> str | None:
             continue
         elif isinstance(item, int):
             if not INT64_MIN <= item <= INT64_MAX:
-                return "an integer outside the signed 64-bit range"
+                return messages.INT_OUT_OF_RANGE
         elif isinstance(item, float):
             if not math.isfinite(item):
-                return "NaN or Infinity"
+                return messages.NOT_FINITE
         elif isinstance(item, (list, dict)):
             if depth >= MAX_DEPTH:
-                return f"values nested deeper than {MAX_DEPTH} levels"
+                return messages.nested_too_deep(MAX_DEPTH)
             if isinstance(item, dict):
                 for key in item:
-                    problem = _text_problem(key) if isinstance(key, str) else "a non-string key"
+                    problem = _text_problem(key) if isinstance(key, str) else messages.NON_STRING_KEY
                     if problem or "\x00" in key:
-                        return problem or "a NUL character in an object key"
+                        return problem or messages.NUL_IN_KEY
                 pending.extend((v, depth + 1) for v in item.values())
             else:
                 pending.extend((v, depth + 1) for v in item)
         else:
-            return f"a value of type {type(item).__name__}"
+            return messages.unsupported_type(type(item).__name__)
     return None
 
 

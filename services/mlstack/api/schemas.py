@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
+from mlstack import messages
 from mlstack.api.jsonsafe import value_problem
 
 INVALID_VALUE_TYPE = "json_value"
@@ -19,9 +20,7 @@ INVALID_VALUE_TYPE = "json_value"
 def _storable(value: Any) -> Any:
     problem = value_problem(value)
     if problem:
-        raise PydanticCustomError(
-            INVALID_VALUE_TYPE, "Input should be a value JSON and BSON can carry, found {problem}", {"problem": problem}
-        )
+        raise PydanticCustomError(INVALID_VALUE_TYPE, messages.INVALID_JSON_VALUE, {"problem": problem})
     return value
 
 

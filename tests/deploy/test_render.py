@@ -82,8 +82,8 @@ def test_every_unit_is_rendered(verify_root: Path) -> None:
     assert names == {
         "mlstack-api.service",
         "mlstack-worker-pub@example_bundle-1.service",
-        "mlstack-retrain.service",
-        "mlstack-retrain.timer",
+        "mlstack-retrain@example_bundle-1.service",
+        "mlstack-retrain@example_bundle-1.timer",
         "mlstack-train.service",
         "mlstack-health.service",
         "mlstack-health.timer",
@@ -128,8 +128,7 @@ def test_units_are_hardened(verify_root: Path, unit: Path) -> None:
         assert re.search(rf"^{re.escape(directive)}", text, re.M), f"{name}: no {directive}"
     user = re.search(r"^User=(\S+)", text, re.M)
     assert user, name
-    # Only the health check runs as root (to ask systemd for restarts), without capabilities.
-    assert user.group(1) != "root" or name == "mlstack-health.service"
+    assert user.group(1) != "root", name  # the health check too: polkit lets it restart the workers
     if name in LONG_RUNNING:
         assert "Restart=on-failure" in text and "StartLimitBurst=" in text and "StartLimitIntervalSec=" in text
     assert "StandardOutput=" not in text  # journald
@@ -142,7 +141,7 @@ def test_api_and_workers_speak_sd_notify(verify_root: Path) -> None:
 
 
 def test_retrain_timer_is_persistent_and_randomized(verify_root: Path) -> None:
-    timer = (verify_root / "etc/systemd/system/mlstack-retrain.timer").read_text()
+    timer = (verify_root / "etc/systemd/system/mlstack-retrain@.timer").read_text()
     assert "Persistent=true" in timer and "RandomizedDelaySec=" in timer and "OnCalendar=" in timer
 
 
@@ -218,8 +217,8 @@ def test_multihost_workers_reach_api_and_registry_on_other_hosts(rendered_multih
         assert "AWS_SECRET_ACCESS_KEY" not in env
     instances = sorted(p.name for p in (rendered_multihost.host("worker2") / "etc/mlstack/workers").iterdir())
     assert instances == [f"example_bundle-{i}.env" for i in (1, 2, 3)]
-    assert (rendered_multihost.host("worker1") / "etc/systemd/system/mlstack-retrain.timer").exists()
-    assert not (rendered_multihost.host("worker2") / "etc/systemd/system/mlstack-retrain.timer").exists()
+    assert (rendered_multihost.host("worker1") / "etc/systemd/system/mlstack-retrain@.timer").exists()
+    assert not (rendered_multihost.host("worker2") / "etc/systemd/system/mlstack-retrain@.timer").exists()
     assert not (rendered_multihost.host("api1") / "etc/systemd/system/mlstack-worker-pub@.service").exists()
     retrain = env_file(rendered_multihost.host("worker1") / "etc/mlstack/retrain.env")
     assert retrain["MLFLOW_TRACKING_URI"] == f"http://{ADDR['mlflow1']}:5000"

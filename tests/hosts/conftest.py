@@ -1,0 +1,182 @@
+"""Fixtures of the host tests (bin/test-hosts): booted Debian hosts converged by site.yml.
+
+Run only through bin/test-hosts (its own pytest invocation, --confcutdir=tests/hosts:
+the services suite's fixtures are not loaded). Phase times are printed as they end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import pytest
+import yaml
+from harness import REPO, Harness, Host, log
+
+DEPLOY_BIN = Path(os.environ.get("MLSTACK_DEPLOY_VENV", REPO / ".dev/venvs/deploy")) / "bin"
+HOSTS_TESTS = Path(__file__).resolve().parent
+RUN_DIR = Path(os.environ.get("MLSTACK_HOSTS_RUN_DIR", REPO / ".dev/hosts/run"))
+LOG_DIR = Path(os.environ.get("MLSTACK_HOSTS_LOG_DIR", REPO / ".dev/logs/test-hosts"))
+RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+MONGO_PORT = 27017
+S3_PORT = 9000
+TIMES: list[tuple[str, float]] = []
+# Booting hosts needs root and minutes: only bin/test-hosts (which sets this) runs them,
+# never a plain `pytest tests`.
+if os.environ.get("MLSTACK_TEST_HOSTS") != "1":
+    collect_ignore_glob = ["test_*.py"]
+
+
+class phase:  # lower case: used as `with phase("..."):`
+    """Prints and records how long a part of the run took."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        self.started = time.monotonic()
+        log(f"phase {self.name} ...")
+
+    def __exit__(self, *exc: object) -> None:
+        took = time.monotonic() - self.started
+        TIMES.append((self.name, took))
+        log(f"phase {self.name}: {took:.0f}s{' (failed)' if exc[0] else ''}")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if TIMES:
+        print("\nphase times:")
+        for name, took in TIMES:
+            print(f"  {took:7.0f}s  {name}")
+
+
+@dataclass
+class Site:
+    """A host and the control node's view of it: inventory, extra vars, credentials."""
+
+    host: Host
+    inventory: Path
+    vars_file: Path
+    credentials: Path
+    log_dir: Path
+
+    def playbook(
+        self, playbook: str = "site.yml", *args: str, timeout: float = 3600
+    ) -> subprocess.CompletedProcess[str]:
+        """ansible-playbook from the control node, exactly like a user, plus the test's inventory and vars."""
+        cmd = [str(DEPLOY_BIN / "ansible-playbook"), "-i", str(self.inventory), "-e", f"@{self.vars_file}"]
+        cmd += [playbook, *args]
+        env = dict(os.environ)
+        env.update(
+            PATH=f"{DEPLOY_BIN}:{env.get('PATH', '')}",
+            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_HOST_KEY_CHECKING="False",
+        )
+        started = time.monotonic()
+        result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", " ".join([playbook, *args]))[:80]
+        out = self.log_dir / f"ansible-{time.strftime('%H%M%S')}-{name}.log"
+        out.write_text(result.stdout + "\n--- stderr\n" + result.stderr)
+        took = time.monotonic() - started
+        log(f"ansible-playbook {playbook} {' '.join(args)}: rc={result.returncode} ({took:.0f}s, {out.name})")
+        return result
+
+    def run(self, command: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return self.host.ssh(command, check=check, timeout=timeout)
+
+
+def recap(output: str) -> dict[str, int]:
+    found = RECAP.findall(output)
+    assert found, output[-3000:]
+    _, ok, changed, unreachable, failed = found[-1]
+    return {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
+
+
+def _write_site_files(tmp: Path, host: Host, **extra: object) -> tuple[Path, Path, Path]:
+    # Next to the site's group_vars, like an inventory a user keeps in inventory/.
+    (tmp / "inventory").mkdir(parents=True, exist_ok=True)
+    group_vars = tmp / "inventory" / "group_vars"
+    if not group_vars.exists():
+        group_vars.symlink_to(REPO / "inventory" / "group_vars")
+    inventory = tmp / "inventory" / "hosts.yml"
+    hostvars = {
+        "ansible_host": "127.0.0.1",
+        "ansible_port": host.ssh_port,
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(host.ssh_key),
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "mlstack_address": "127.0.0.1",
+        "mlstack_become": False,
+    }
+    groups = {g: {"hosts": {host.name: None}} for g in ("database", "queue", "storage", "registry", "api", "workers")}
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {host.name: hostvars}, "children": groups}}))
+    credentials = tmp / "credentials" / "mlstack.yml"
+    vars_file = tmp / "site-vars.yml"
+    site_vars: dict[str, object] = {
+        "mongodb_install": False,
+        "mongodb_external_uri": f"mongodb://127.0.0.1:{MONGO_PORT}",
+        "minio_install": False,
+        "minio_external_endpoint": f"http://127.0.0.1:{S3_PORT}",
+        "minio_external_access_key": "test-access-key",
+        "minio_external_secret_key": "test-secret-key",
+        "mlstack_credentials_file": str(credentials),
+        "health_interval": "1min",
+    }
+    site_vars.update(extra)
+    vars_file.write_text(yaml.safe_dump(site_vars))
+    return inventory, vars_file, credentials
+
+
+@pytest.fixture(scope="session")
+def harness() -> Iterator[Harness]:
+    run_dir = RUN_DIR / time.strftime("%Y%m%d-%H%M%S")
+    h = Harness(run_dir)
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield h
+    finally:
+        with phase("stop hosts"):
+            h.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _collect_on_failure(request: pytest.FixtureRequest, host: Host, dest: Path) -> None:
+    if request.session.testsfailed:
+        log(f"failures: collecting {host.name}'s journal into {dest}")
+        host.collect_journal(dest)
+
+
+@pytest.fixture(scope="session")
+def site(harness: Harness, request: pytest.FixtureRequest) -> Iterator[Site]:
+    """One fresh host with the stand-ins of MongoDB and S3, converged by site.yml."""
+    log_dir = LOG_DIR / harness.run_dir.name
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with phase("boot fresh host"):
+        host = harness.new_host("mlstack-single")
+        host.boot()
+    inventory, vars_file, credentials = _write_site_files(harness.run_dir, host)
+    s = Site(host, inventory, vars_file, credentials, log_dir)
+    try:
+        with phase("stand-ins (tests/hosts/standins.yml)"):
+            result = s.playbook(str(HOSTS_TESTS / "standins.yml"))
+            assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+        with phase("converge: ansible-playbook site.yml"):
+            result = s.playbook("site.yml")
+            s.first_converge = result  # type: ignore[attr-defined]
+        yield s
+    finally:
+        _collect_on_failure(request, host, log_dir)

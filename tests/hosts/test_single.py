@@ -1,0 +1,284 @@
+"""`bin/test-hosts single`: one booted Debian 12 host converged by `ansible-playbook site.yml`.
+
+MongoDB and S3 are the stand-ins (tests/hosts/standins.yml) used as external
+services; RabbitMQ, MLflow, the API, the Pub workers and the retrain and health
+timers are installed by their roles under the host's real systemd. The tests run
+in file order: each one leaves the stack running for the next.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import yaml
+from conftest import Site, _write_site_files, phase, recap
+from harness import Harness, free_port, log
+
+WORKER = "mlstack-worker-pub@example_bundle-1.service"
+UNITS = [
+    "rabbitmq-server.service",
+    "mlflow.service",
+    "mlstack-api.service",
+    WORKER,
+    "mlstack-retrain.timer",
+    "mlstack-health.timer",
+]
+CORE = "/opt/mlstack/venvs/core/bin"
+API_PORT = 8000
+IRIS = ["5.1;3.5;1.4;0.2", "6.7;3.0;5.2;2.3"]
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: float = 1) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def converged(site: Site) -> Site:
+    result = site.first_converge  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stdout[-10000:] + result.stderr[-3000:]
+    assert recap(result.stdout)["failed"] == 0
+    return site
+
+
+@pytest.fixture(scope="module")
+def api(converged: Site) -> Iterator[object]:
+    """The deployed API (127.0.0.1:8000 inside the host) through an SSH tunnel, with the contract's client."""
+    from support.client import ApiClient  # tests/support: the contract's client
+
+    local = free_port()
+    host = converged.host
+    tunnel = subprocess.Popen(
+        ["ssh", *host.ssh_args(), "-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{API_PORT}", "root@127.0.0.1"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    token = str(yaml.safe_load(converged.credentials.read_text())["api_token"])
+    client = ApiClient(f"http://127.0.0.1:{local}", token, timeout=30)
+    try:
+        yield client
+    finally:
+        client.close()
+        tunnel.send_signal(signal.SIGTERM)
+        tunnel.wait(timeout=10)
+
+
+def _show(site: Site, prop: str, unit: str) -> str:
+    return site.run(f"systemctl show -P {prop} {unit}").stdout.strip()
+
+
+def _status_line(site: Site, unit: str = WORKER) -> str:
+    return _show(site, "StatusText", unit)
+
+
+def _predict(api: object, timeout: float = 120) -> dict[str, object]:
+    answer = api.run("CLF_IRIS", "predict", IRIS, timeout=timeout)  # type: ignore[attr-defined]
+    return answer  # type: ignore[no-any-return]
+
+
+# ---------------------------------------------------------------- after the converge
+def test_every_mlstack_unit_is_active(converged: Site) -> None:
+    for unit in [*UNITS, "nx-27017.service", "moto-s3.service"]:
+        state = converged.run(f"systemctl is-active {unit}", check=False).stdout.strip()
+        assert state == "active", (
+            f"{unit}: {state}\n" + converged.run(f"systemctl status --no-pager -n 30 {unit}", check=False).stdout
+        )
+    failed = converged.run("systemctl list-units --failed --plain --no-legend", check=False).stdout
+    assert "mlstack" not in failed and "mlflow" not in failed, failed
+
+
+def test_worker_status_shows_its_model_version(converged: Site) -> None:
+    wait_for("the worker's status line", lambda: "CLF_IRIS v1 (production v1) ok" in _status_line(converged), 120)
+    status = converged.run(f"systemctl status --no-pager {WORKER}", check=False).stdout
+    assert "CLF_IRIS v1 (production v1) ok" in status, status
+
+
+def test_predict_round_trip_through_the_deployed_api(api: object) -> None:
+    answer = _predict(api)
+    assert answer.get("status") == "Done", answer
+    response = answer.get("response")
+    assert isinstance(response, list) and len(response) == 2, answer
+
+
+def test_mlstack_health_is_ok(converged: Site) -> None:
+    result = converged.run(
+        "set -a && . /etc/mlstack/mlstack.env && set +a && "
+        f"{CORE}/mlstack health --state-root /var/lib/mlstack/workers",
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_single_host_listens_on_the_loopback_only(converged: Site) -> None:
+    """epmd, Erlang distribution and every mlstack service: nothing on another address of the host."""
+    listening = converged.run("ss -ltnH").stdout
+    for line in listening.splitlines():
+        local = line.split()[3]
+        address = local.rsplit(":", 1)[0].strip("[]")
+        if local.endswith(":22"):
+            continue  # SSH: how the control node reaches the host
+        assert address in ("127.0.0.1", "::1") or address.startswith("127."), f"listens on {local}:\n{listening}"
+    assert re.search(r"127\.0\.0\.1:4369\b", listening), listening
+
+
+def test_hardening_seen_from_inside_the_worker(converged: Site) -> None:
+    pid = _show(converged, "MainPID", WORKER)
+    assert pid.isdigit() and pid != "0", pid
+    status = converged.run(f"cat /proc/{pid}/status").stdout
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M), status
+    assert re.search(r"^CapEff:\s+0+$", status, re.M), status
+    assert re.search(r"^CapBnd:\s+0+$", status, re.M), status
+    # In the worker's own mount namespace, as its user: only its state directory is writable.
+    as_worker = f"nsenter -t {pid} -m setpriv --reuid=mlstack-worker --regid=mlstack --init-groups"
+    for outside in ("/opt/mlstack/probe", "/etc/mlstack/probe", "/var/lib/mlstack/probe", "/usr/probe"):
+        result = converged.run(f"{as_worker} touch {outside}", check=False)
+        assert result.returncode != 0, f"the worker could write {outside}"
+    inside = "/var/lib/mlstack/workers/example_bundle-1/.hardening-probe"
+    converged.run(f"{as_worker} touch {inside} && rm {inside}")
+    # The host's /home is hidden (ProtectHome) and /tmp is private.
+    converged.run("touch /tmp/host-probe")
+    result = converged.run(f"nsenter -t {pid} -m test -e /tmp/host-probe", check=False)
+    assert result.returncode != 0, "the worker sees the host's /tmp"
+
+
+def test_health_timer_runs_and_restarts_nothing(converged: Site) -> None:
+    restarts = _show(converged, "NRestarts", WORKER)
+    pid = _show(converged, "MainPID", WORKER)
+    # The timer fires by itself (OnUnitActiveSec=health_interval, 1 min here, after OnBootSec).
+    converged.run("systemctl start mlstack-health.service")  # a first run, so the interval timer counts from it
+    first = _show(converged, "ExecMainExitTimestampMonotonic", "mlstack-health.service")
+    wait_for(
+        "the health timer to start mlstack-health.service again",
+        lambda: _show(converged, "ExecMainExitTimestampMonotonic", "mlstack-health.service") not in ("", "0", first),
+        150,
+        2,
+    )
+    assert _show(converged, "Result", "mlstack-health.service") == "success"
+    journal = converged.run("journalctl -b --no-pager -u mlstack-health.service -o cat").stdout
+    assert "Starting mlstack-health.service" in journal or "mlstack model health" in journal, journal[-2000:]
+    assert _show(converged, "NRestarts", WORKER) == restarts
+    assert _show(converged, "MainPID", WORKER) == pid, "the health check restarted a healthy worker"
+
+
+def test_second_converge_changes_nothing(converged: Site) -> None:
+    with phase("second converge"):
+        result = converged.playbook("site.yml")
+    assert result.returncode == 0, result.stdout[-8000:]
+    changed = [line for line in result.stdout.splitlines() if line.startswith("changed:")]
+    assert recap(result.stdout)["changed"] == 0, "\n".join(changed) + result.stdout[-3000:]
+
+
+def test_retrain_timer_fires_on_its_schedule(converged: Site) -> None:
+    """A calendar 1 minute ahead (retrain_on_calendar), no random delay: the timer starts the bundle's retrain."""
+    now = int(converged.run("date +%s").stdout)
+    at = time.strftime("%Y-%m-%d %H:%M:00", time.gmtime(now + 90))
+    converged.run("timedatectl set-timezone UTC 2>/dev/null || true", check=False)
+    with phase("converge with a short retrain schedule"):
+        result = converged.playbook(
+            "site.yml", "--tags", "retrain", "-e", f"retrain_on_calendar='{at} UTC'", "-e", "retrain_randomized_delay=0"
+        )
+    assert result.returncode == 0, result.stdout[-6000:]
+    timers = converged.run("systemctl list-timers --all --no-pager 'mlstack-retrain*'").stdout
+    assert "mlstack-retrain" in timers, timers
+    unit = "mlstack-retrain@example_bundle.service"
+    with phase("wait for the retrain timer"):
+        wait_for(
+            f"{unit} to be started by its timer",
+            lambda: _show(converged, "ExecMainStartTimestampMonotonic", unit) not in ("", "0"),
+            240,
+            3,
+        )
+        wait_for(f"{unit} to finish", lambda: _show(converged, "ActiveState", unit) in ("inactive", "failed"), 1800, 5)
+    journal = converged.run(f"journalctl -b --no-pager -u {unit} -o cat").stdout
+    assert _show(converged, "Result", unit) == "success", journal[-4000:]
+    assert journal.strip(), "the retrain run left nothing in the journal"
+
+
+def test_promotion_reaches_the_worker_without_restart(converged: Site, api: object) -> None:
+    pid = _show(converged, "MainPID", WORKER)
+    cli = f"set -a && . /etc/mlstack/mlstack.env && set +a && {CORE}/mlstack"
+    with phase("train a second version and promote it"):
+        converged.run("systemctl start mlstack-train.service", timeout=1800)
+        converged.run(f"{cli} models promote CLF_IRIS", timeout=300)
+        listing = converged.run(f"{cli} models list", timeout=120).stdout
+        wait_for(
+            "the worker to load production v2",
+            lambda: "CLF_IRIS v2 (production v2) ok" in _status_line(converged),
+            300,
+            3,
+        )
+    assert _show(converged, "MainPID", WORKER) == pid, "the worker was restarted to take the promotion"
+    answer = _predict(api)
+    assert answer.get("status") == "Done", (answer, listing)
+
+
+def test_power_off_and_boot(converged: Site, api: object) -> None:
+    """Jobs accepted just before a power-off (worker stopped: they wait in the queue) end Done after the boot."""
+    converged.run(f"systemctl stop {WORKER}")
+    jobs = [api.submit("CLF_IRIS", "predict", IRIS) for _ in range(3)]  # type: ignore[attr-defined]
+    for job in jobs:
+        assert api.status(job).get("status") != "Done"  # type: ignore[attr-defined]
+    host = converged.host
+    with phase("power off + boot"):
+        host.poweroff()
+        host.boot(timeout=120)
+        for unit in UNITS:
+            wait_for(
+                f"{unit} active after the boot",
+                lambda u=unit: converged.run(f"systemctl is-active {u}", check=False).stdout.strip() == "active",
+                240,
+                2,
+            )
+    # The API tunnel reconnects per request through a new SSH channel.
+    for job in jobs:
+        final = api.wait_done(job, timeout=240)  # type: ignore[attr-defined]
+        assert final.get("status") == "Done", final
+
+
+def test_destroy_leaves_only_the_kept_data(converged: Site) -> None:
+    with phase("destroy.yml"):
+        result = converged.playbook("playbooks/destroy.yml", "-e", "confirm=yes")
+    assert result.returncode == 0, result.stdout[-6000:]
+    units = converged.run("systemctl list-unit-files --no-legend --plain 'mlstack*' 'mlflow*'", check=False).stdout
+    assert not units.strip(), units
+    leftovers = converged.run(
+        "ls -d /etc/mlstack /opt/mlstack /etc/mlflow /etc/systemd/system/mlstack* /etc/polkit-1/rules.d/*mlstack* "
+        "2>/dev/null",
+        check=False,
+    ).stdout
+    assert not leftovers.strip(), leftovers
+    users = converged.run("getent passwd | cut -d: -f1").stdout.split()
+    assert not [u for u in users if u.startswith("mlstack")], users
+    converged.run("test -d /var/lib/mlstack && test -d /var/lib/mlflow")  # the kept data
+
+
+# ---------------------------------------------------------------- a second, fresh host
+def test_check_diff_on_a_fresh_host(harness: Harness, converged: Site) -> None:
+    with phase("boot fresh host for --check"):
+        host = harness.new_host("mlstack-check")
+        host.boot()
+    tmp = harness.run_dir / "check"
+    tmp.mkdir(exist_ok=True)
+    inventory, vars_file, credentials = _write_site_files(tmp, host)
+    # The same site's credentials (a control node that has them).
+    credentials.parent.mkdir(parents=True, exist_ok=True)
+    credentials.write_text(converged.credentials.read_text())
+    credentials.chmod(0o600)
+    check = Site(host, inventory, vars_file, credentials, converged.log_dir)
+    try:
+        with phase("ansible-playbook site.yml --check --diff (fresh host)"):
+            result = check.playbook("site.yml", "--check", "--diff")
+        assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+        assert recap(result.stdout)["failed"] == 0
+    finally:
+        host.kill()
+        log(f"{host.name}: stopped")

@@ -141,7 +141,7 @@ class ApiSettings:
     queue_full_retry_after_s: int = 5
     job_retention_days: int = 120
     feedback_max_label_bytes: int = 4096
-    feedback_max_message_bytes: int = 32 * 1024 * 1024
+    feedback_max_message_bytes: int = 8 * 1024 * 1024
     # gunicorn (read by services/mlstack/api/gunicorn_conf.py)
     bind: str = "127.0.0.1:8000"
     api_workers: int = 2
@@ -173,7 +173,8 @@ class ApiSettings:
             # get_feedback looks back at most 90 days; jobs must outlive that span.
             job_retention_days=r.number("MLSTACK_JOB_RETENTION_DAYS", 120, int, 91),
             feedback_max_label_bytes=r.number("MLSTACK_FEEDBACK_MAX_LABEL_BYTES", 4096, int, 16),
-            feedback_max_message_bytes=r.number("MLSTACK_FEEDBACK_MAX_MESSAGE_BYTES", 32 * 1024 * 1024, int, 1024),
+            # Under MongoDB's 16 MiB document limit (the job stores the distinct labels) and the broker's.
+            feedback_max_message_bytes=r.number("MLSTACK_FEEDBACK_MAX_MESSAGE_BYTES", 8 * 1024 * 1024, int, 1024),
             bind=r.text("MLSTACK_BIND", "127.0.0.1:8000"),
             api_workers=r.number("MLSTACK_API_WORKERS", 2, int, 1),
             access_log=r.text("MLSTACK_ACCESS_LOG", ""),

@@ -19,7 +19,7 @@ def test_defaults() -> None:
     assert s.queue_full_retry_after_s == 5
     assert s.job_retention_days == 120
     assert s.feedback_max_label_bytes == 4096
-    assert s.feedback_max_message_bytes == 32 * 1024 * 1024
+    assert s.feedback_max_message_bytes == 8 * 1024 * 1024
     assert (s.bind, s.api_workers, s.access_log) == ("127.0.0.1:8000", 2, "")
 
 

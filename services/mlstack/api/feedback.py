@@ -105,7 +105,7 @@ class LabelCollector:
 async def collect_labels(
     jobs: AsyncIterable[dict[str, Any]],
     max_labels: int = messages.MAX_FEEDBACK_LABELS,
-    max_bytes: int = 32 * 1024 * 1024,
+    max_bytes: int = 8 * 1024 * 1024,
 ) -> FeedbackBatch:
     """Read streamed jobs into one batch (see LabelCollector)."""
     collector = LabelCollector(max_labels, max_bytes)

@@ -96,10 +96,11 @@ class PubWorker:
                     log.warning("heartbeat failed: %s", exc)
 
     def making_progress(self) -> bool:
-        """The job loop turns and no model call is stuck: only then is systemd's watchdog fed."""
+        """The job loop turns and no model call is stuck past its grace period: only then is systemd's
+        watchdog fed. (Within the grace period the worker still serves jobs: that is progress.)"""
         consumer = self.consumer
         loop_alive = consumer is None or time.monotonic() - consumer.last_tick < LOOP_STALL_S
-        return loop_alive and self.jobs.runner.wedged_for() == 0.0
+        return loop_alive and self.jobs.runner.wedged_for() <= self.settings.model_grace_s
 
     def _check_wedged(self) -> None:
         """A model call abandoned at its time limit and still running after the grace period: exit, so

@@ -88,7 +88,9 @@ def test_concurrent_requests_for_one_model_exactly_one_passes(fb_stack: Stack, l
     passed = [a for a in answers if _passed(a)]
     assert passed == [c.gf_error(model, c.nothing_found(TODAY, TODAY))], answers
     refused = [a for a in answers if not _passed(a)]
-    assert all(a["response"].startswith(c.MODEL_LIMIT_PREFIX) for a in refused), refused
+    # Mostly the model's limit; a request that read both limits while the winner was between
+    # taking the model's and the global one may be told about the global one instead.
+    assert all(a["response"].startswith((c.MODEL_LIMIT_PREFIX, GLOBAL_PREFIX)) for a in refused), refused
 
 
 def test_concurrent_requests_for_two_models_one_passes_and_the_other_model_is_not_charged(

@@ -148,7 +148,7 @@ class _Link:
         connection = self.connection
         if connection is not None:
             with contextlib.suppress(Exception):  # already closed
-                connection.ioloop.add_callback_threadsafe(self._close)
+                connection.ioloop.add_callback_threadsafe(self._guard(self._close))
 
     def abandon(self) -> None:
         """Give up on a wedged thread: its callers get an error now, a new link takes over."""
@@ -168,7 +168,7 @@ class _Link:
                     on_open_error_callback=self._guard(self._on_connection_open_error),
                     on_close_callback=self._guard(self._on_connection_closed),
                 )
-                self.connection.ioloop.call_later(_BEAT_S, self._on_beat)
+                self.connection.ioloop.call_later(_BEAT_S, self._guard(self._on_beat))
                 self.connection.ioloop.start()
             except Exception:  # a bug in a callback pika itself runs: start over with a new connection
                 log.exception("publisher ioloop failed; reconnecting")
@@ -229,7 +229,7 @@ class _Link:
         self.beat = time.monotonic()
         connection = self.connection
         if connection is not None and not self.stopping:
-            connection.ioloop.call_later(_BEAT_S, self._on_beat)
+            connection.ioloop.call_later(_BEAT_S, self._guard(self._on_beat))
 
     def _close(self) -> None:
         if self.connection is not None and not self.connection.is_closed:
@@ -256,7 +256,9 @@ class _Link:
         self.next_tag = 0  # delivery tags count per channel
         channel.add_on_close_callback(self._guard(self._on_channel_closed))
         channel.add_on_return_callback(self._guard(self._on_return))
-        channel.confirm_delivery(ack_nack_callback=self._guard(self._on_confirm), callback=self._on_confirm_ok)
+        channel.confirm_delivery(
+            ack_nack_callback=self._guard(self._on_confirm), callback=self._guard(self._on_confirm_ok)
+        )
 
     def _on_confirm_ok(self, _frame: pika.frame.Method) -> None:
         self.ready.set()

@@ -112,7 +112,9 @@ class JobHandler:
             if report_running:
                 if done.wait(RUNNING_REPORT_DELAY_S):
                     return
-                self.api.start(job_id, self._wid, self._lease_s)
+                run, reason = self.api.start(job_id, self._wid, self._lease_s)
+                if not run:  # e.g. leased: a redelivered copy started elsewhere first (DESIGN.md, the 50 ms limit)
+                    log.warning("job %s: running here, but the API says %s", job_id, reason)
             while not done.wait(self._lease_s / 3):
                 if not self.api.renew(job_id, self._wid, self._lease_s):
                     log.warning("job %s: lease not renewed (finished or taken over)", job_id)

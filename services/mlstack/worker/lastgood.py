@@ -44,7 +44,21 @@ class LastGoodStore:
         """Keep ``model`` as ``name``'s fallback; False (and no fallback at all) when it cannot be kept."""
         document = {"format": FORMAT, "name": name, "version": version, "saved_at": time.time(), "model": model}
         try:
-            data = pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)  # mode 0600
+        except OSError as exc:
+            log.error("model %s: could not keep v%s as last-good copy: %s", name, version, exc)
+            return False
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump(document, f, protocol=pickle.HIGHEST_PROTOCOL)  # streamed: no second copy in memory
+                f.flush()
+                os.fsync(f.fileno())
+                size = f.tell()
+            os.replace(tmp, self.path(name))  # atomic: a crash leaves the old copy or the new one
+        except OSError as exc:
+            log.error("model %s: could not keep v%s as last-good copy: %s", name, version, exc)
+            return False
         except Exception as exc:  # any bundle object: pickling may raise anything
             self.path(name).unlink(missing_ok=True)
             log.error(
@@ -56,21 +70,9 @@ class LastGoodStore:
                 exc,
             )
             return False
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path(name))  # atomic: a crash leaves the old copy or the new one
-            finally:
-                Path(tmp).unlink(missing_ok=True)
-        except OSError as exc:
-            log.error("model %s: could not keep v%s as last-good copy: %s", name, version, exc)
-            return False
-        log.info("model %s: v%s kept as last-good copy (%d bytes)", name, version, len(data))
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        log.info("model %s: v%s kept as last-good copy (%d bytes)", name, version, size)
         return True
 
     def load(self, name: str) -> LastGood | None:

@@ -32,6 +32,8 @@ RETENTION_FIELD = "created_at"
 RETENTION_INDEX = "ttl_jobs_retention"
 # Fields of a predict job that get_feedback reads.
 FEEDBACK_FIELDS = {"_id": 0, "response": 1, "feedback": 1}
+# Fields of a job that the operator dashboard reads.
+RECENT_FIELDS = {"_id": 0, "datetime": 1, "status": 1, "total_response_time_sec": 1, "expires_at": 1}
 
 
 def utc_datetime(epoch: float) -> datetime:
@@ -101,6 +103,8 @@ class JobStore:
             ],
             name="idx_getfeedback",
         )
+        # The operator dashboard reads a model's jobs of the last hour.
+        await self._jobs.create_index([("model_name", ASCENDING), ("datetime", DESCENDING)], name="idx_model_recent")
 
     async def _ensure_retention_index(self) -> None:
         """TTL index expiring jobs ``retention_days`` after creation; a changed setting is applied."""
@@ -200,6 +204,18 @@ class JobStore:
             {"$set": {"status": "Error", "response": response, "expired_at": now}},
         )
 
+    async def cancel_job(self, job_id: str, response: str, now: float) -> bool:
+        """End a job that is still Queued (and not expired) as Error; False when it is not.
+
+        One conditional update, so a cancel and a worker's start or result cannot both win: once
+        the job is Error, start_job and finish_job (both conditional on Queued/Running) refuse it.
+        """
+        result = await self._jobs.update_one(
+            {"_id": job_id, "status": "Queued", "expires_at": {"$gt": now}},
+            {"$set": {"status": "Error", "response": response, "cancelled_at": now}},
+        )
+        return bool(result.matched_count)
+
     async def set_feedback(self, job_id: str, feedback: list[Any], now: float) -> None:
         await self._jobs.update_one(
             {"_id": job_id}, {"$set": {"feedback": feedback, "has_feedback": True, "feedback_at": now}}
@@ -293,6 +309,20 @@ class JobStore:
 
     async def deregister_worker(self, worker_id: str) -> None:
         await self._registry.update_many({}, {"$unset": {f"workers.{worker_id}": ""}})
+
+    async def registered_models(self) -> list[dict[str, Any]]:
+        """Every registered model with its workers ({worker_id: {seen, version, ...}}), for operators."""
+        return await self._registry.find({}).sort("_id", ASCENDING).to_list(1000)
+
+    # ---- operator views (dashboard) ---------------------------------------------------
+    async def recent_jobs(self, model_name: str, since: float, limit: int) -> list[dict[str, Any]]:
+        """The newest jobs of a model since ``since``: only the fields the dashboard charts need."""
+        cursor = (
+            self._jobs.find({"model_name": model_name, "datetime": {"$gte": since}}, RECENT_FIELDS)
+            .sort("datetime", DESCENDING)
+            .limit(limit)
+        )
+        return await cursor.to_list(limit)
 
     async def registered_queue(self, model_name: str) -> str | None:
         doc = await self._registry.find_one({"_id": model_name}, {"queue": 1})

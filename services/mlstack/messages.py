@@ -283,3 +283,16 @@ def result_rejected(status: int) -> str:
 
 def retries_exhausted(reason: str, attempts: int) -> str:
     return f"{reason}; desistiu após {attempts} tentativas"
+
+
+# ---- POST /cancel (mlstack extension, api-contract.md) -------------------------------------------
+CANCEL_OK = "Job cancelado com sucesso"
+JOB_CANCELLED = "Job cancelado pelo cliente"
+
+
+def cannot_cancel(job_id: str, status: str) -> str:
+    return f"O job {job_id} não pode mais ser cancelado porque está com status '{status}'"
+
+
+# ---- operator dashboard --------------------------------------------------------------------------
+DASHBOARD_DB_FAILED = "Não foi possível ler os dados do painel. Erro na conexão com o banco de dados"

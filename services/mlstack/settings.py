@@ -87,6 +87,17 @@ class _Reader:
             return default
         return value
 
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        self.problems.append(f"{name}: {raw!r} is not one of true/false/1/0/yes/no/on/off")
+        return default
+
     def url(self, name: str, default: str | None, schemes: tuple[str, ...]) -> str:
         value = self.text(name, default)
         if value and not value.startswith(tuple(f"{s}://" for s in schemes)):
@@ -146,6 +157,10 @@ class ApiSettings:
     bind: str = "127.0.0.1:8000"
     api_workers: int = 2
     access_log: str = ""
+    # Prometheus (services/mlstack/metrics.py): where gunicorn's processes keep their figures,
+    # and whether /metrics answers clients other than loopback without a token.
+    metrics_dir: str = ""
+    metrics_public: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
@@ -178,6 +193,8 @@ class ApiSettings:
             bind=r.text("MLSTACK_BIND", "127.0.0.1:8000"),
             api_workers=r.number("MLSTACK_API_WORKERS", 2, int, 1),
             access_log=r.text("MLSTACK_ACCESS_LOG", ""),
+            metrics_dir=r.text("MLSTACK_METRICS_DIR", ""),
+            metrics_public=r.flag("MLSTACK_METRICS_PUBLIC", False),
         )
         r.finish()
         return settings

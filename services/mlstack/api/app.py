@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
 
 from mlstack import __version__
-from mlstack.api import routes_health, routes_public, routes_worker
+from mlstack.api import routes_health, routes_ops, routes_public, routes_worker
 from mlstack.api.auth import AuthMiddleware
 from mlstack.api.body_limit import BodyLimitMiddleware
 from mlstack.api.errors import ContractError, contract_error, unexpected_error, validation_error
@@ -32,6 +33,9 @@ API para servir modelos de ML (Machine Learning).
 * **feedback**: Recebe o feedback dos usuários em relação às inferências feitas pelos modelos.
 * **get_feedback**: Solicita as informações consolidadas sobre os feedbacks informados pelos usuários.
 * **status**: Obtém o status de um job.
+* **cancel**: Cancela um job que ainda está na fila.
+
+Operadores: `/metrics` (Prometheus) e `/dashboard` (painel ao vivo).
 """
 
 TAGS = [
@@ -39,6 +43,7 @@ TAGS = [
     {"name": "feedback", "description": "Recebe o feedback dos usuários em relação às inferências."},
     {"name": "get_feedback", "description": "Solicita as informações consolidadas sobre os feedbacks."},
     {"name": "status", "description": "Obtém o status de um job."},
+    {"name": "cancel", "description": "Cancela um job que ainda está na fila (status 'Queued')."},
     {"name": "version", "description": "Obtém a versão da stack."},
     {"name": "health", "description": "Prontidão e vida do processo da API."},
 ]
@@ -81,6 +86,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         version=__version__,
         openapi_tags=TAGS,
+        docs_url=None,  # served by routes_ops with the package's own Swagger UI files (no CDN)
         redoc_url=None,
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,
@@ -94,4 +100,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(routes_public.router)
     app.include_router(routes_worker.router)
     app.include_router(routes_health.router)
+    app.include_router(routes_ops.router)
+    app.mount("/static", StaticFiles(directory=routes_ops.STATIC_DIR), name="static")
     return app

@@ -18,8 +18,9 @@ from mlstack import messages
 from mlstack.api.jsonsafe import dumps_safe
 
 # Paths of the public contract that take the client token; everything under WORKER_PREFIX takes
-# the worker token. Other paths (/, /version, /docs, /openapi.json, /health/*) are open.
-CLIENT_PATHS = frozenset({"/inference", "/status", "/feedback", "/get_feedback", "/cancel"})
+# the worker token. Other paths (/, /version, /docs, /openapi.json, /health/*, /dashboard, /static/*) are
+# open; /metrics checks for itself (open on loopback).
+CLIENT_PATHS = frozenset({"/inference", "/status", "/feedback", "/get_feedback", "/cancel", "/dashboard/data"})
 WORKER_PREFIX = "/worker/"
 
 client_auth_header = APIKeyHeader(name="Authorization", scheme_name="Bearer token")

@@ -51,3 +51,12 @@ GET_FEEDBACK: dict[str, Any] = {
         "value": {"model_name": "CLF_IRIS", "initial_date": "dd/mm/yyyy", "end_date": "dd/mm/yyyy"},
     }
 }
+
+CANCEL: dict[str, Any] = {
+    "cancel": {
+        "summary": "Cancelar um job que ainda está na fila",
+        "description": "Só um job com status 'Queued' pode ser cancelado; ele nunca será executado e o "
+        "/status passa a mostrar 'Error' com a resposta 'Job cancelado pelo cliente'.",
+        "value": {"job_id": "COLE_AQUI_O_JOB_ID"},
+    }
+}

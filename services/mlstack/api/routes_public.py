@@ -9,15 +9,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
 
-from mlstack import SUPPORTED_MLLIBPRODEST, __version__, messages
+from mlstack import SUPPORTED_MLLIBPRODEST, __version__, messages, metrics
 from mlstack.api import examples
 from mlstack.api.auth import require_client
-from mlstack.api.errors import job_error, plain_error
+from mlstack.api.errors import ContractError, job_error, plain_error
 from mlstack.api.feedback import DateRange, FeedbackTooLarge, api_metrics, collect_labels, format_next_time, parse_range
 from mlstack.api.jobs import enqueue, job_message, job_view, new_job
 from mlstack.api.jsonsafe import SafeJSONResponse
-from mlstack.api.schemas import FeedbackRequest, GetFeedbackRequest, InferenceRequest, StatusRequest
-from mlstack.api.services import ServicesDep
+from mlstack.api.schemas import CancelRequest, FeedbackRequest, GetFeedbackRequest, InferenceRequest, StatusRequest
+from mlstack.api.services import Services, ServicesDep
 from mlstack.api.validation import feedback_label_error, feedback_list_error, feedback_mismatch, inference_error
 from mlstack.jobstore import UNFINISHED, LimitTaken, StoreError
 
@@ -46,6 +46,17 @@ async def inference(
     body: Annotated[InferenceRequest, Body(openapi_examples=examples.INFERENCE)],
     services: ServicesDep,
 ) -> SafeJSONResponse:
+    try:
+        answer = await _inference(request, body, services)
+    except ContractError as exc:
+        reason = metrics.refusal_reason(str(exc.body.get("response", "")))
+        metrics.job_refused(body.model_name, body.method, reason)
+        raise
+    metrics.job_accepted(body.model_name, body.method)
+    return answer
+
+
+async def _inference(request: Request, body: InferenceRequest, services: Services) -> SafeJSONResponse:
     model_name, method = body.model_name, body.method
     try:
         queue = await services.model_queue(model_name)
@@ -90,6 +101,32 @@ async def job_status(
     return SafeJSONResponse(view)
 
 
+@router.post("/cancel", tags=["cancel"], dependencies=authenticated)
+async def cancel(
+    body: Annotated[CancelRequest, Body(openapi_examples=examples.CANCEL)],
+    services: ServicesDep,
+) -> SafeJSONResponse:
+    """Cancela um job que ainda está na fila (status 'Queued'): ele nunca será executado."""
+    job_id = body.job_id
+    if len(job_id) > 100:
+        raise plain_error(messages.job_id_too_long(job_id))
+    try:
+        job = await services.store.get_job(job_id)
+        if job is None:
+            raise plain_error(messages.job_not_found(job_id))
+        now = time.time()
+        view = job_view(job, now)
+        if view["status"] == "Queued":
+            if await services.store.cancel_job(job_id, messages.JOB_CANCELLED, now):
+                metrics.JOBS_CANCELLED.labels(view["model_name"], metrics.method_label(view["method"])).inc()
+                return SafeJSONResponse({"status": "Done", "response": messages.CANCEL_OK})
+            # A worker started it (or it expired) between the read and the update: say what it is now.
+            view = job_view(await services.store.get_job(job_id) or job, time.time())
+    except StoreError:
+        raise plain_error(messages.status_db_failed(job_id)) from None
+    raise plain_error(messages.cannot_cancel(job_id, view["status"]))
+
+
 @router.post("/feedback", tags=["feedback"], dependencies=authenticated)
 async def feedback(
     body: Annotated[FeedbackRequest, Body(openapi_examples=examples.FEEDBACK)],
@@ -124,6 +161,19 @@ async def get_feedback(
     body: Annotated[GetFeedbackRequest, Body(openapi_examples=examples.GET_FEEDBACK)],
     services: ServicesDep,
 ) -> SafeJSONResponse:
+    try:
+        answer = await _get_feedback(request, body, services)
+    except ContractError as exc:
+        reason = metrics.refusal_reason(str(exc.body.get("response", "")))
+        metrics.job_refused(body.model_name, "get_feedback", reason)
+        metrics.GET_FEEDBACK_CALLS.labels("" if reason == "model_not_found" else body.model_name, reason).inc()
+        raise
+    metrics.job_accepted(body.model_name, "get_feedback")
+    metrics.GET_FEEDBACK_CALLS.labels(body.model_name, "accepted").inc()
+    return answer
+
+
+async def _get_feedback(request: Request, body: GetFeedbackRequest, services: Services) -> SafeJSONResponse:
     model_name = body.model_name
     fields: dict[str, Any] = {"model_name": model_name, "method": "get_feedback"}
     settings = services.settings

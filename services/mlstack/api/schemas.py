@@ -39,6 +39,10 @@ class StatusRequest(BaseModel):
     job_id: Text
 
 
+class CancelRequest(BaseModel):
+    job_id: Text
+
+
 class FeedbackRequest(BaseModel):
     job_id: Text
     feedback: Items
@@ -53,6 +57,10 @@ class GetFeedbackRequest(BaseModel):
 class WorkerModel(BaseModel):
     name: str
     version: str = ""
+    # Optional, for operators (/metrics, /dashboard): the version the registry's production alias
+    # points to as the worker last saw it, and the model's state there ("ok", "stale", "fallback").
+    production_version: str = ""
+    state: str = ""
 
 
 class RegisterRequest(BaseModel):
@@ -79,3 +87,5 @@ class ResultRequest(BaseModel):
     # Echoed from the job message, so storing a result needs no read of the job first.
     method: str = ""
     datetime: float | None = None
+    # Optional, echoed from the job message: labels the latency figures of /metrics.
+    model_name: str = ""

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from mlstack import metrics
 from mlstack.broker import BrokerUnavailable, Publisher
 from mlstack.jobstore import JobStore
 from mlstack.settings import ApiSettings
@@ -61,7 +62,9 @@ class Services:
 
     async def publish(self, queue: str, body: bytes, job_id: str, ttl_ms: int) -> None:
         """Resolves once the broker confirmed the message. Raises BrokerUnavailable or NoRoute."""
+        started = time.perf_counter()
         await self._await(self.publisher.publish(queue, body, job_id, ttl_ms))
+        metrics.PUBLISH_CONFIRM_SECONDS.observe(time.perf_counter() - started)
 
     async def _await(self, future):  # type: ignore[no-untyped-def]
         try:

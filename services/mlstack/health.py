@@ -124,8 +124,11 @@ def classify(
         return [ModelHealth(instance, unit, "", "-", "", None, DEAD, _text(doc))]
     worker_id = _text(doc.get("worker_id", ""), 100)
     silent = now - _number(doc.get("updated_at"))
+    models = doc["models"].values()
+    # A worker loading its models at start writes nothing until they are loaded: give it the grace period.
+    starting = bool(models) and all(isinstance(st, dict) and st.get("state") == LOADING for st in models)
     down = ""
-    if silent > policy.dead_after_s:
+    if silent > (max(policy.dead_after_s, policy.stale_grace_s) if starting else policy.dead_after_s):
         down = f"status not updated for {int(silent)} s"
     elif not pid_alive(int(_number(doc.get("pid")))):
         down = "worker process is not running"

@@ -33,6 +33,7 @@ from lifecycle_support import (
     worker_states,
 )
 from support.infra import MongoServer
+from support.procs import wait_for
 from support.stack import Stack
 
 WORKERS = ["hp-1", "hp-2"]
@@ -169,6 +170,16 @@ def recorded(systemctl: tuple[Path, Path]) -> list[str]:
     return systemctl[1].read_text().splitlines() if systemctl[1].exists() else []
 
 
+def wait_restarted(stack: Stack, name: str) -> None:
+    """Until the status file is the new process's, past its start."""
+
+    def fresh() -> bool:
+        doc = json.loads((worker_states(stack) / name / "status.json").read_text())
+        return doc["pid"] == stack.workers[name].proc.pid and doc["models"][MODEL]["state"] != "loading"
+
+    wait_for(fresh, 60, f"{name}'s new process to report", interval=0.2)
+
+
 def submit(stack: Stack, count: int) -> list[str]:
     client = stack.client()
     return [client.submit(MODEL, "predict", FEATURES) for _ in range(count)]
@@ -209,6 +220,24 @@ def test_broken_promotion_degrades_workers_and_restarts_nothing(
     ), notify_socket.statuses[-3:]
 
 
+def test_a_worker_restarted_during_a_broken_promotion_serves_its_last_good_version(
+    hp_stack: Stack, hp_registry: Registry, bundle_python: str, notify_socket: Notifications
+) -> None:
+    broken = hp_registry.client().production_version(MODEL)
+    assert broken not in (None, "1")
+    for name in WORKERS:
+        hp_stack.workers[name].stop()
+    try:
+        # Started means consuming (so, with hp-1 stopped, this very process did not exit).
+        start_worker(hp_stack, "hp-2", bundle_python, hp_registry, notify_socket)
+        wait_restarted(hp_stack, "hp-2")
+        st = wait_status(hp_stack, "hp-2", 30, "hp-2 on its last-good copy", state="degraded", loaded_version="1")
+        assert st["production_version"] in (None, broken) and "serving last-good v1" in st["reason"], st
+        all_done_on(hp_stack, submit(hp_stack, 5), "1")
+    finally:
+        start_worker(hp_stack, "hp-1", bundle_python, hp_registry, notify_socket)
+
+
 def test_mlflow_outage_is_unknown_and_restarts_nothing(
     hp_stack: Stack, hp_registry: Registry, systemctl: tuple[Path, Path]
 ) -> None:
@@ -246,6 +275,7 @@ def test_a_worker_restarted_during_the_outage_serves_its_last_good_version(
     # Do what the recorded `systemctl restart` would: start hp-1 again, MLflow still down.
     started = time.monotonic()
     start_worker(hp_stack, "hp-1", bundle_python, hp_registry, notify_socket)
+    wait_restarted(hp_stack, "hp-1")
     st = wait_status(hp_stack, "hp-1", 60, "hp-1 on its last-good copy", state="degraded", loaded_version="1")
     assert "serving last-good v1" in st["reason"] and "unreachable" in st["reason"], st
     all_done_on(hp_stack, submit(hp_stack, 10), "1")  # hp-1 is the only worker left

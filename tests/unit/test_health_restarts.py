@@ -74,6 +74,13 @@ def test_a_silent_version_monitor_makes_a_watched_model_stale() -> None:
     assert states(doc(M=model(OK, checked_at=0, watched=False))) == [OK]  # local provider: nothing to follow
 
 
+def test_a_worker_loading_its_models_at_start_is_silent_for_up_to_the_grace_period() -> None:
+    assert states(doc(updated_at=NOW - 200, M=model(LOADING, since=NOW - 200))) == [LOADING]
+    assert states(doc(updated_at=NOW - 301, M=model(LOADING, since=NOW - 301))) == [DEAD]
+    assert states(doc(updated_at=NOW - 200, M=model(LOADING, since=NOW - 200), N=model(OK))) == [DEAD, DEAD]
+    assert states(doc(M=model(LOADING)), alive=False) == [DEAD]
+
+
 def test_dead_when_silent_gone_or_missing() -> None:
     assert states(doc(updated_at=NOW - 91, M=model(OK))) == [DEAD]
     assert states(doc(M=model(OK), N=model(DEGRADED)), alive=False) == [DEAD, DEAD]

@@ -189,7 +189,8 @@ class VersionMonitor:
         try:
             model = instantiate(self.specs[name])
         except Exception as exc:
-            reason = f"cannot load v{production}: {exc}; serving v{state.loaded_version}"
+            serving = "last-good " if name in self._fallback else ""
+            reason = f"cannot load v{production}: {exc}; serving {serving}v{state.loaded_version}"
             self._failed[name] = (production, time.monotonic(), reason)
             state.set(DEGRADED, reason)
             log.error("model %s: %s", name, reason)

@@ -17,6 +17,7 @@ from mlstack.api.auth import AuthMiddleware
 from mlstack.api.body_limit import BodyLimitMiddleware
 from mlstack.api.errors import ContractError, contract_error, unexpected_error, validation_error
 from mlstack.api.jsonsafe import SafeJSONResponse
+from mlstack.api.result_metrics import ResultMetricsMiddleware
 from mlstack.api.services import Services
 from mlstack.broker import Publisher
 from mlstack.jobstore import JobStore, StoreError
@@ -91,7 +92,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,
     )
-    # The last added runs first: the token is checked before the body limit reads a byte.
+    # The last added runs first: the token is checked before the body limit reads a byte, and the
+    # result figures see only requests that passed both.
+    app.add_middleware(ResultMetricsMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthMiddleware, api_token=settings.api_token, worker_token=settings.worker_token)
     app.add_exception_handler(ContractError, contract_error)

@@ -214,5 +214,78 @@ def models_rollback(name: str) -> None:
     click.echo(f"{name}: production is now v{move.version.version} (rolled back from v{move.previous})")
 
 
+def _json_list(_ctx: click.Context, _param: click.Parameter, value: str) -> list[Any]:
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(parsed, list) or not parsed:
+        raise click.BadParameter("must be a non-empty JSON list")
+    return parsed
+
+
+@main.command("stress")
+@click.option("--url", required=True, help="Base URL of the mlstack API; nothing else is contacted, no redirects.")
+@click.option("--model", default="CLF_IRIS", show_default=True, help="Model to load.")
+@click.option("--features", default='["5.1;3.5;1.4;0.2", "6.7;3.0;5.2;2.3"]', callback=_json_list,
+              show_default=True, help="JSON list sent as features (predict, evaluate).")
+@click.option("--targets", default='["setosa", "virginica"]', callback=_json_list, show_default=True,
+              help="JSON list sent as targets (evaluate).")
+@click.option("--rounds", type=click.IntRange(1, 1_000_000), default=20, show_default=True, help="At most this many.")
+@click.option("--duration", type=click.FloatRange(0.1, 86_400), default=60.0, show_default=True,
+              help="Start no round after this many seconds.")
+@click.option("--rate", type=click.FloatRange(0.01, 10_000), default=2.0, show_default=True, help="Rounds per second.")
+@click.option("--delay", type=click.FloatRange(0, 3600), default=None,
+              help="Instead of --rate: one round at a time, this many seconds between rounds.")
+@click.option("--queue-limit", type=click.FloatRange(0.1, 3600), default=5.0, show_default=True,
+              help="A job still Queued after this many seconds is an overload.")
+@click.option("--job-timeout", type=click.FloatRange(1, 86_400), default=60.0, show_default=True,
+              help="Stop following a job after this many seconds.")
+@click.option("--max-in-flight", type=click.IntRange(1, 10_000), default=64, show_default=True,
+              help="At most this many rounds at once.")
+@click.option("--get-feedback/--no-get-feedback", default=True, show_default=True,
+              help="Ask get_feedback whenever its rate limit allows.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON (no live display).")
+def stress_command(url: str, model: str, features: list[Any], targets: list[Any], rounds: int, duration: float,
+                   rate: float, delay: float | None, queue_limit: float, job_timeout: float, max_in_flight: int,
+                   get_feedback: bool, as_json: bool) -> None:  # fmt: skip
+    """Load an mlstack API with rounds of predict, evaluate, info, status and feedback (get_feedback
+    within its limit) and report rates, latencies, overloads and recovery.
+
+    The client token comes from MLSTACK_API_TOKEN (environment or the mlstack env file), never
+    from the command line.
+    """
+    import asyncio
+
+    from mlstack import stress
+
+    token = merged_environment().get("MLSTACK_API_TOKEN", "").strip()
+    if not token:
+        fail("MLSTACK_API_TOKEN is not set: the client token of the API under test")
+    try:
+        config = stress.StressConfig(
+            url=stress.check_url(url), token=token, model=model, features=features, targets=targets,
+            rounds=rounds, duration_s=duration, rate=None if delay is not None else rate, delay_s=delay or 0.0,
+            queue_limit_s=queue_limit, job_timeout_s=job_timeout, max_in_flight=max_in_flight,
+            get_feedback=get_feedback,
+        )  # fmt: skip
+        if as_json:
+            data = asyncio.run(stress.Runner(config).run())
+            click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+            return
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console(stderr=True)
+        with Live(console=console, refresh_per_second=4, transient=True) as live:
+            runner = stress.Runner(config, on_tick=lambda s: live.update(stress.live_table(s, config)))
+            data = asyncio.run(runner.run())
+        Console().print(stress.report_table(data))
+    except stress.StressError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
 if __name__ == "__main__":
     main()

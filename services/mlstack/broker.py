@@ -476,8 +476,29 @@ class Delivery:
         self.redelivered = redelivered or REPUBLISHED_HEADER in self.headers or "x-death" in self.headers
 
 
+@dataclass(frozen=True)
+class BatchLimit:
+    """Micro-batching of one queue: up to ``max_batch`` messages, waiting at most ``max_wait_s``
+    after the first one for more (under load a batch fills without waiting)."""
+
+    max_batch: int
+    max_wait_s: float
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    tag: int
+    delivery: Delivery
+    properties: pika.spec.BasicProperties
+    arrived: float
+
+
 class JobConsumer:
-    """Consumes model queues; runs ``handler`` off the I/O thread; settles late."""
+    """Consumes model queues; runs ``handler`` off the I/O thread; settles late.
+
+    A queue with a ``BatchLimit`` (max_batch > 1) hands ``batch_handler`` lists of deliveries
+    instead; their acks go out as one ``basic_ack(multiple=True)`` when their delivery tags are
+    contiguous from the lowest unsettled one, else one by one."""
 
     def __init__(
         self,
@@ -489,8 +510,16 @@ class JobConsumer:
         queue_max_length: int = DEFAULT_QUEUE_MAX_LENGTH,
         max_attempts: int = 5,
         name: str = "mlstack-worker",
+        batch_handler: Callable[[list[Delivery]], list[Verdict]] | None = None,
+        batch_limits: dict[str, BatchLimit] | None = None,
     ) -> None:
         self._params = _connection_parameters(amqp_url, heartbeat_s=30, name=name)
+        self._batch_handler = batch_handler
+        self._batch_limits = {q: b for q, b in (batch_limits or {}).items() if b.max_batch > 1 and batch_handler}
+        # Deliveries of batched queues waiting for the job thread (filled by the I/O thread).
+        self._waiting: dict[str, list[_Waiting]] = {}
+        self._arrivals = threading.Condition()
+        self._unsettled: set[int] = set()  # delivery tags not yet acked or nacked (I/O thread only)
         self._queues = queues
         self._handler = handler
         self._prefetch = prefetch
@@ -523,6 +552,8 @@ class JobConsumer:
     def stop(self) -> None:
         """Stop consuming: the job in progress finishes and is settled first."""
         self._stopping.set()
+        with self._arrivals:
+            self._arrivals.notify_all()  # a batch waiting for more messages goes now
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -565,6 +596,9 @@ class JobConsumer:
             for queue in self._queues:
                 channel = self._declare_model_queue(channel, queue)
             channel.basic_qos(prefetch_count=self._prefetch)
+            self._unsettled.clear()  # delivery tags count per channel
+            with self._arrivals:
+                self._waiting = {}  # a lost channel's messages are redelivered
             channel.confirm_delivery()  # a republished copy must be safe before the original is acked
             self._channel = channel
             for queue in self._queues:
@@ -610,6 +644,17 @@ class JobConsumer:
         connection = self._connection
         assert connection is not None
         tag = method.delivery_tag
+        self._unsettled.add(tag)
+        assert self._executor is not None
+        if delivery.queue in self._batch_limits:
+            with self._arrivals:
+                waiting = self._waiting.setdefault(delivery.queue, [])
+                waiting.append(_Waiting(tag, delivery, properties, time.monotonic()))
+                self._arrivals.notify_all()
+            # One task per message: the first takes a batch, later ones find it gone and return.
+            future = self._executor.submit(self._run_batch, channel, delivery.queue)
+            self._inflight = {f for f in self._inflight if not f.done()} | {future}
+            return
 
         def work() -> None:
             try:
@@ -617,8 +662,7 @@ class JobConsumer:
             except Exception as exc:
                 log.exception("job handler failed on a message from %s", delivery.queue)
                 verdict = Verdict(Outcome.RETRY, f"erro interno do worker ({exc.__class__.__name__})")
-            if verdict.outcome is Outcome.RETRY and delivery.attempt + 1 >= self._max_attempts:
-                verdict = Verdict(Outcome.DEAD, f"{verdict.reason}; tentativas esgotadas ({self._max_attempts})")
+            verdict = self._bounded(delivery, verdict)
             settle = functools.partial(self._settle, channel, tag, delivery, properties, verdict)
             try:
                 connection.add_callback_threadsafe(settle)
@@ -626,18 +670,91 @@ class JobConsumer:
                 # Connection gone: the broker redelivers the unacked message; the API makes that idempotent.
                 log.warning("could not settle message: connection closed")
 
-        assert self._executor is not None
         future = self._executor.submit(work)
         self._inflight = {f for f in self._inflight if not f.done()} | {future}
 
-    @staticmethod
+    def _bounded(self, delivery: Delivery, verdict: Verdict) -> Verdict:
+        if verdict.outcome is Outcome.RETRY and delivery.attempt + 1 >= self._max_attempts:
+            return Verdict(Outcome.DEAD, f"{verdict.reason}; tentativas esgotadas ({self._max_attempts})")
+        return verdict
+
+    def _take_batch(self, queue: str) -> list[_Waiting]:
+        """Job thread: up to max_batch waiting messages, once full or max_wait_s after the first arrived."""
+        limit = self._batch_limits[queue]
+        with self._arrivals:
+            waiting = self._waiting.get(queue, [])
+            if not waiting:
+                return []
+            deadline = waiting[0].arrived + limit.max_wait_s
+            while len(waiting) < limit.max_batch and not self._stopping.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._arrivals.wait(left)
+                waiting = self._waiting.get(queue, [])
+            batch = waiting[: limit.max_batch]
+            del waiting[: limit.max_batch]
+            return batch
+
+    def _run_batch(self, channel: pika.adapters.blocking_connection.BlockingChannel, queue: str) -> None:
+        batch = self._take_batch(queue)
+        if not batch:
+            return
+        assert self._batch_handler is not None
+        deliveries = [w.delivery for w in batch]
+        try:
+            verdicts = self._batch_handler(deliveries)
+            if len(verdicts) != len(batch):
+                raise RuntimeError(f"{len(verdicts)} verdicts for {len(batch)} messages")
+        except Exception as exc:
+            log.exception("batch handler failed on %d messages from %s", len(batch), queue)
+            verdicts = [Verdict(Outcome.RETRY, f"erro interno do worker ({exc.__class__.__name__})")] * len(batch)
+        settled = [(w, self._bounded(w.delivery, v)) for w, v in zip(batch, verdicts, strict=True)]
+        connection = self._connection
+        try:
+            assert connection is not None
+            connection.add_callback_threadsafe(functools.partial(self._settle_batch, channel, settled))
+        except Exception:
+            log.warning("could not settle %d messages: connection closed", len(batch))
+
+    def _settle_batch(
+        self, channel: pika.adapters.blocking_connection.BlockingChannel, settled: list[tuple[_Waiting, Verdict]]
+    ) -> None:
+        """I/O thread: republish/ack the others one by one, then the acks (``multiple`` when contiguous)."""
+        if not channel.is_open:
+            return  # redelivered by the broker
+        acks: list[int] = []
+        for waiting, verdict in settled:
+            if verdict.outcome is Outcome.ACK:
+                acks.append(waiting.tag)
+            else:
+                self._settle(channel, waiting.tag, waiting.delivery, waiting.properties, verdict)
+        if not acks or not channel.is_open:
+            return
+        acks.sort()
+        run = 0  # how many of acks are lowest_unsettled, +1, +2, ...
+        lowest = min(self._unsettled) if self._unsettled else acks[0]
+        while run < len(acks) and acks[run] == lowest + run:
+            run += 1
+        try:
+            if run > 1:
+                channel.basic_ack(acks[run - 1], multiple=True)
+            for tag in acks if run <= 1 else acks[run:]:
+                channel.basic_ack(tag)
+        except pika.exceptions.AMQPError as exc:
+            log.error("could not ack %d messages from %s (%s): the broker redelivers them", len(acks),
+                      settled[0][0].delivery.queue, exc)  # fmt: skip
+        self._unsettled.difference_update(acks)
+
     def _settle(
+        self,
         channel: pika.adapters.blocking_connection.BlockingChannel,
         tag: int,
         delivery: Delivery,
         properties: pika.spec.BasicProperties,
         verdict: Verdict,
     ) -> None:
+        self._unsettled.discard(tag)
         if not channel.is_open:
             return  # redelivered by the broker
         try:

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bson.errors import BSONError
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 JOBS = "col_jobs"
@@ -186,6 +186,27 @@ class JobStore:
         if result.matched_count:
             return StartOutcome.RUN
         return await self._why_not_runnable(job_id, now)
+
+    async def finish_jobs(self, results: list[tuple[str, dict[str, Any]]], now: float) -> list[StartOutcome]:
+        """``finish_job`` for a worker's micro-batch in one round trip (each result conditional as there).
+
+        ``fields`` must hold ``finished_at``: when not every result applied, a job whose stored
+        ``finished_at`` is this batch's was finished by it, the others are asked why not."""
+        updates = [
+            UpdateOne({"_id": job_id, "status": {"$in": UNFINISHED}, "expires_at": {"$gt": now}}, {"$set": fields})
+            for job_id, fields in results
+        ]
+        written = await self._jobs.bulk_write(updates, ordered=False)
+        if written.matched_count == len(results):
+            return [StartOutcome.RUN] * len(results)
+        outcomes: list[StartOutcome] = []
+        for job_id, fields in results:
+            stored = await self._jobs.find_one({"_id": job_id}, {"finished_at": 1})
+            if stored is not None and stored.get("finished_at") == fields["finished_at"]:
+                outcomes.append(StartOutcome.RUN)
+            else:
+                outcomes.append(await self._why_not_runnable(job_id, now))
+        return outcomes
 
     async def _why_not_runnable(self, job_id: str, now: float, leases: bool = False) -> StartOutcome:
         job = await self._jobs.find_one({"_id": job_id}, {"status": 1, "expires_at": 1, "lease_until": 1})

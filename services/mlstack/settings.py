@@ -220,6 +220,9 @@ class WorkerSettings:
     lease_s: float = 30.0
     model_time_limit_s: float = 60.0
     model_grace_s: float = 30.0
+    # Micro-batching defaults (a model's params.conf max_batch / max_wait_ms override them); 1 = off.
+    max_batch: int = 1
+    max_wait_ms: float = 2.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -253,6 +256,8 @@ class WorkerSettings:
             lease_s=r.number("MLSTACK_JOB_LEASE_S", 30.0, float, 3),
             model_time_limit_s=r.number("MLSTACK_MODEL_TIME_LIMIT_S", 60.0, float, 0.1),
             model_grace_s=r.number("MLSTACK_MODEL_GRACE_S", 30.0, float, 0),
+            max_batch=r.number("MLSTACK_MAX_BATCH", 1, int, 1),
+            max_wait_ms=r.number("MLSTACK_MAX_WAIT_MS", 2.0, float, 0),
         )
         r.finish()
         return settings

@@ -11,8 +11,14 @@ from fastapi.responses import JSONResponse
 
 from mlstack import messages
 from mlstack.api.auth import require_worker
-from mlstack.api.schemas import DeregisterRequest, RegisterRequest, ResultRequest, StartRequest
-from mlstack.api.services import ServicesDep
+from mlstack.api.schemas import (
+    BatchResultsRequest,
+    DeregisterRequest,
+    RegisterRequest,
+    ResultRequest,
+    StartRequest,
+)
+from mlstack.api.services import Services, ServicesDep
 from mlstack.broker import queue_name
 from mlstack.jobstore import StartOutcome, StoreError
 from mlstack.settings import MODEL_NAME_PATTERN, WORKER_ID_PATTERN
@@ -90,31 +96,71 @@ async def renew_lease(job_id: JobId, body: StartRequest, services: ServicesDep) 
 async def job_result(job_id: JobId, body: ResultRequest, services: ServicesDep) -> JSONResponse:
     if body.status not in FINAL_STATUSES:
         raise HTTPException(status_code=422, detail=f"status must be one of {list(FINAL_STATUSES)}")
-    now = time.time()
     try:
-        job: dict[str, Any] | None = None
-        if body.datetime is None or body.method == "get_feedback":
-            job = await services.store.get_job(job_id)  # older workers, or api_metrics to merge
-            if job is None:
-                return JSONResponse({"accepted": False, "reason": StartOutcome.UNKNOWN.value})
-        created = body.datetime if body.datetime is not None else float((job or {}).get("datetime", now))
-        response: Any = body.response
-        if job is not None and job.get("method") == "get_feedback" and body.status == "Done":
-            response = {"model_metrics": response, "api_metrics": job.get("api_metrics", {})}
-        fields = {
-            "status": body.status,
-            "response": response,
-            "model_version": body.model_version,
-            "queue_response_time_sec": body.queue_response_time_sec,
-            "total_response_time_sec": now - created,
-            "finished_at": now,
-        }
-        outcome = await services.store.finish_job(job_id, fields, now)
-        if outcome is StartOutcome.EXPIRED:
-            expired = job or await services.store.get_job(job_id) or {}
-            await services.store.expire_job(job_id, messages.job_expired(int(expired.get("ttl_ms", 0))), now)
+        outcome = await _store_result(job_id, body, services, time.time())
     except StoreError as exc:
         raise _unavailable() from exc
+    return JSONResponse(_answer(outcome))
+
+
+@router.post("/results")
+async def job_results(body: BatchResultsRequest, services: ServicesDep) -> JSONResponse:
+    """A worker's micro-batch: the results of many jobs in one request and (mostly) one write."""
+    if any(result.status not in FINAL_STATUSES for result in body.results):
+        raise HTTPException(status_code=422, detail=f"status must be one of {list(FINAL_STATUSES)}")
+    now = time.time()
+    outcomes: dict[int, StartOutcome] = {}
+    # Results that need no read of their job first are written together (see _store_result).
+    plain = [(i, r) for i, r in enumerate(body.results) if r.datetime is not None and r.method != "get_feedback"]
+    try:
+        if plain:
+            batch = [(r.job_id, _final_fields(r, r.response, r.datetime or now, now)) for _, r in plain]
+            for (index, result), outcome in zip(plain, await services.store.finish_jobs(batch, now), strict=True):
+                if outcome is StartOutcome.EXPIRED:
+                    await _expire(result.job_id, None, services, now)
+                outcomes[index] = outcome
+        for index, result in enumerate(body.results):
+            if index not in outcomes:
+                outcomes[index] = await _store_result(result.job_id, result, services, now)
+    except StoreError as exc:
+        raise _unavailable() from exc
+    return JSONResponse({"results": [_answer(outcomes[i]) for i in range(len(body.results))]})
+
+
+def _answer(outcome: StartOutcome) -> dict[str, Any]:
     if outcome is StartOutcome.RUN:
-        return JSONResponse({"accepted": True})
-    return JSONResponse({"accepted": False, "reason": outcome.value})
+        return {"accepted": True}
+    return {"accepted": False, "reason": outcome.value}
+
+
+def _final_fields(body: ResultRequest, response: Any, created: float, now: float) -> dict[str, Any]:
+    return {
+        "status": body.status,
+        "response": response,
+        "model_version": body.model_version,
+        "queue_response_time_sec": body.queue_response_time_sec,
+        "total_response_time_sec": now - created,
+        "finished_at": now,
+    }
+
+
+async def _expire(job_id: str, job: dict[str, Any] | None, services: Services, now: float) -> None:
+    expired = job or await services.store.get_job(job_id) or {}
+    await services.store.expire_job(job_id, messages.job_expired(int(expired.get("ttl_ms", 0))), now)
+
+
+async def _store_result(job_id: str, body: ResultRequest, services: Services, now: float) -> StartOutcome:
+    """Store one final result (raises StoreError)."""
+    job: dict[str, Any] | None = None
+    if body.datetime is None or body.method == "get_feedback":
+        job = await services.store.get_job(job_id)  # older workers, or api_metrics to merge
+        if job is None:
+            return StartOutcome.UNKNOWN
+    created = body.datetime if body.datetime is not None else float((job or {}).get("datetime", now))
+    response: Any = body.response
+    if job is not None and job.get("method") == "get_feedback" and body.status == "Done":
+        response = {"model_metrics": response, "api_metrics": job.get("api_metrics", {})}
+    outcome = await services.store.finish_job(job_id, _final_fields(body, response, created, now), now)
+    if outcome is StartOutcome.EXPIRED:
+        await _expire(job_id, job, services, now)
+    return outcome

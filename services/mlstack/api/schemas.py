@@ -89,3 +89,12 @@ class ResultRequest(BaseModel):
     datetime: float | None = None
     # Optional, echoed from the job message: labels the latency figures of /metrics.
     model_name: str = ""
+
+
+class BatchResult(ResultRequest):
+    job_id: str = Field(min_length=1, max_length=100)
+
+
+class BatchResultsRequest(BaseModel):
+    # One micro-batch of a worker (at most its max_batch, itself at most 1024).
+    results: list[BatchResult] = Field(min_length=1, max_length=1024)

@@ -102,6 +102,14 @@ class ApiClient:
         answer = self.post(_job_path(job_id, "result"), payload)
         return bool(answer.get("accepted")), str(answer.get("reason", ""))
 
+    def results(self, payloads: list[dict[str, Any]]) -> list[tuple[bool, str]]:
+        """Report many jobs in one call (each payload names its ``job_id``); one answer per job, in order."""
+        answer = self.post("/worker/results", {"results": payloads})
+        answers = answer.get("results")
+        if not isinstance(answers, list) or len(answers) != len(payloads):
+            raise ApiUnavailable("/worker/results: not one answer per result")
+        return [(bool(a.get("accepted")), str(a.get("reason", ""))) for a in answers]
+
 
 def retry_api(what: str, call: Callable[[], T], deadline_s: float, stopping: threading.Event) -> T | None:
     """Retry while the API is unreachable (ApiUnavailable); None once the deadline passed or when stopping.

@@ -12,16 +12,18 @@ Failure policy (services/DESIGN.md, "Worker failure handling"):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from mlstack import messages
 from mlstack.broker import ACK, WAIT, Delivery, Outcome, Verdict, queue_name
 from mlstack.settings import WorkerSettings
 from mlstack.worker.api_client import ApiClient, ApiRejected, ApiUnavailable, retry_api
+from mlstack.worker.batch import batchable, split_result
 from mlstack.worker.execution import JobResult, ModelRunner
 from mlstack.worker.job_message import JobMessage, PoisonMessage, parse_job_message
 
@@ -94,37 +96,121 @@ class JobHandler:
         return self._report(delivery, job, result, queue_time)
 
     def _execute(self, job: JobMessage, model: Any, report_running: bool) -> JobResult:
+        with self._leases([job.job_id], report_running):
+            return self.runner.run(model, job.model_name, job.body, self._time_limit(job.model_name))
+
+    def _time_limit(self, model_name: str) -> float:
+        return self.time_limits.get(model_name, self.settings.model_time_limit_s)
+
+    @contextlib.contextmanager
+    def _leases(self, job_ids: list[str], report_running: bool) -> Iterator[None]:
+        """While the block runs, a thread reports the jobs Running once they last, and renews their leases."""
         done = threading.Event()
-        keeper = threading.Thread(
-            target=self._keep_lease, args=(job.job_id, done, report_running), name="lease", daemon=True
-        )
+        keeper = threading.Thread(target=self._keep_lease, args=(job_ids, done, report_running), name="lease",
+                                  daemon=True)  # fmt: skip
         keeper.start()
         try:
-            limit = self.time_limits.get(job.model_name, self.settings.model_time_limit_s)
-            return self.runner.run(model, job.model_name, job.body, limit)
+            yield
         finally:
             done.set()
             keeper.join()  # the Running report, if sent, lands before the result
 
-    def _keep_lease(self, job_id: str, done: threading.Event, report_running: bool) -> None:
-        """Report Running (taking the lease) once the job lasts, then renew the lease until it ends."""
+    def _keep_lease(self, job_ids: list[str], done: threading.Event, report_running: bool) -> None:
+        """Report Running (taking the lease) once the jobs last, then renew the leases until they end."""
         try:
             if report_running:
                 if done.wait(RUNNING_REPORT_DELAY_S):
                     return
-                run, reason = self.api.start(job_id, self._wid, self._lease_s)
-                if not run:  # e.g. leased: a redelivered copy started elsewhere first (DESIGN.md, the 50 ms limit)
-                    log.warning("job %s: running here, but the API says %s", job_id, reason)
+                for job_id in job_ids:
+                    run, reason = self.api.start(job_id, self._wid, self._lease_s)
+                    if not run:  # e.g. leased: a redelivered copy started elsewhere first (DESIGN.md, 50 ms)
+                        log.warning("job %s: running here, but the API says %s", job_id, reason)
             while not done.wait(self._lease_s / 3):
-                if not self.api.renew(job_id, self._wid, self._lease_s):
-                    log.warning("job %s: lease not renewed (finished or taken over)", job_id)
+                for job_id in job_ids:
+                    if not self.api.renew(job_id, self._wid, self._lease_s):
+                        log.warning("job %s: lease not renewed (finished or taken over)", job_id)
         except (ApiUnavailable, ApiRejected) as exc:
-            log.warning("job %s: could not report Running or renew the lease: %s", job_id, exc)
+            log.warning("jobs %s: could not report Running or renew the lease: %s", ", ".join(job_ids), exc)
         except Exception:  # this thread must never die silently
-            log.exception("job %s: lease keeper failed", job_id)
+            log.exception("jobs %s: lease keeper failed", ", ".join(job_ids))
 
-    def _report(self, delivery: Delivery, job: JobMessage, result: JobResult, queue_time: float) -> Verdict:
-        payload = {
+    # ---- a micro-batch (broker.BatchLimit) ------------------------------------------------------
+    def handle_batch(self, deliveries: list[Delivery]) -> list[Verdict]:
+        """One verdict per delivery. Fresh ``predict`` jobs with list features share one model call;
+        every other message (poison, redelivered, other methods) goes through ``handle`` alone."""
+        verdicts: list[Verdict | None] = [None] * len(deliveries)
+        group: list[tuple[int, Delivery, JobMessage]] = []
+        for index, delivery in enumerate(deliveries):
+            try:
+                job = parse_job_message(delivery.body)
+            except PoisonMessage:
+                job = None
+            fresh = job is not None and not delivery.redelivered and job.method == "predict"
+            if not (fresh and job and queue_name(job.model_name) == delivery.queue and job.model_name in self.models
+                    and batchable(job.body.get("features"))):  # fmt: skip
+                verdicts[index] = self.handle(delivery)
+            elif time.time() > job.datetime + job.ttl_ms / 1000:
+                log.info("job %s skipped: expired while queued", job.job_id)
+                verdicts[index] = ACK
+            else:
+                group.append((index, delivery, job))
+        if group:
+            try:
+                for (index, _, _), verdict in zip(group, self._handle_group(group), strict=True):
+                    verdicts[index] = verdict
+            except Exception as exc:  # a bug: every job of the group is retried later
+                log.exception("batch of %d jobs: unexpected error", len(group))
+                for index, delivery, job in group:
+                    verdicts[index] = self._retry_later(
+                        delivery, job, f"erro interno do worker ({exc.__class__.__name__})"
+                    )
+        return [v if v is not None else ACK for v in verdicts]
+
+    def _handle_group(self, group: list[tuple[int, Delivery, JobMessage]]) -> list[Verdict]:
+        started = time.time()
+        jobs = [job for _, _, job in group]
+        model_name = jobs[0].model_name
+        model = self.models[model_name]
+        limit = self._time_limit(model_name)
+        sizes = [len(job.body["features"]) for job in jobs]
+        with self._leases([job.job_id for job in jobs], report_running=True):
+            rows = [row for job in jobs for row in job.body["features"]]
+            merged = self.runner.run(model, model_name, {"method": "predict", "features": rows}, limit)
+            results = split_result(merged, sizes) if len(jobs) > 1 else None
+            if results is None:  # raised, timed out, wrong type or length: each job alone, as unbatched
+                if len(jobs) > 1:
+                    log.info("batch of %d %s jobs not split (%s); running them one by one", len(jobs), model_name,
+                             merged.status if merged.status != "Done" else "wrong answer")  # fmt: skip
+                    results = [self.runner.run(model, model_name, job.body, limit) for job in jobs]
+                else:
+                    results = [merged]
+        return self._report_group(group, results, started)
+
+    def _report_group(self, group: list[tuple[int, Delivery, JobMessage]], results: list[JobResult],
+                      started: float) -> list[Verdict]:  # fmt: skip
+        """One API call for the whole group; a refused batch is reported job by job (each its own verdict)."""
+        payloads = [
+            {"job_id": job.job_id, **self._payload(job, result, started - job.datetime)}
+            for (_, _, job), result in zip(group, results, strict=True)
+        ]
+        try:
+            answered = self._call(f"results of {len(group)} jobs", lambda: self.api.results(payloads))
+        except ApiRejected as exc:  # e.g. 413 or a response BSON cannot store: find the culprit job by job
+            log.warning("the API refused a batch of %d results (%s); reporting them one by one", len(group), exc)
+            return [
+                self._report(delivery, job, result, started - job.datetime)
+                for (_, delivery, job), result in zip(group, results, strict=True)
+            ]
+        if answered is None:
+            return [self._retry_later(delivery, job, API_UNREACHABLE) for _, delivery, job in group]
+        for (_, _, job), (accepted, reason) in zip(group, answered, strict=True):
+            if not accepted:
+                log.info("result of job %s not applied: %s", job.job_id, reason)
+        return [ACK] * len(group)
+
+    @staticmethod
+    def _payload(job: JobMessage, result: JobResult, queue_time: float) -> dict[str, Any]:
+        return {
             "status": result.status,
             "response": result.response,
             "model_version": result.model_version,
@@ -132,6 +218,9 @@ class JobHandler:
             "method": job.method,
             "datetime": job.datetime,
         }
+
+    def _report(self, delivery: Delivery, job: JobMessage, result: JobResult, queue_time: float) -> Verdict:
+        payload = self._payload(job, result, queue_time)
         try:
             answered = self._call(f"result {job.job_id}", lambda: self.api.result(job.job_id, payload))
         except ApiRejected as exc:  # e.g. 413: the response is over the API's body limit

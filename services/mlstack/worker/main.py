@@ -18,6 +18,7 @@ from mlstack.params_conf import ParamsConfError, read_params_conf
 from mlstack.registry import RegistryClient
 from mlstack.settings import SettingsError, WorkerSettings
 from mlstack.worker.api_client import ApiClient, ApiRejected, ApiUnavailable, retry_api
+from mlstack.worker.batch import batch_limits
 from mlstack.worker.bundle import BundleError, ModelSpec, enter_workdir, pub_specs
 from mlstack.worker.jobs import JobHandler
 from mlstack.worker.lastgood import LastGoodStore
@@ -116,14 +117,22 @@ class PubWorker:
         queues = self.register()
         self.status.publish(ready=True)
         log.info("worker %s serving %s", self.settings.worker_id, ", ".join(sorted(self.models)))
+        batching = batch_limits(self.settings, list(self.models))
+        for queue, limit in sorted(batching.items()):
+            log.info("%s: micro-batches of up to %d jobs, waiting at most %g ms", queue, limit.max_batch,
+                     limit.max_wait_s * 1000)  # fmt: skip
+        # Room for the next batch to arrive while one runs.
+        prefetch = max([self.settings.prefetch, *(2 * limit.max_batch for limit in batching.values())])
         self.consumer = JobConsumer(
             self.settings.broker.amqp_url,
             [queues[name] for name in self.models],
             self.jobs.handle,
-            self.settings.prefetch,
+            prefetch,
             queue_max_length=self.settings.broker.queue_max_length,
             max_attempts=self.settings.max_attempts,
             name=f"mlstack-worker {self.settings.worker_id}",
+            batch_handler=self.jobs.handle_batch,
+            batch_limits=batching,
         )
         guarded_thread("heartbeat", self.heartbeat, self.stopping)
         if self.monitor.watched():

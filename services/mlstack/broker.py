@@ -497,8 +497,8 @@ class JobConsumer:
     """Consumes model queues; runs ``handler`` off the I/O thread; settles late.
 
     A queue with a ``BatchLimit`` (max_batch > 1) hands ``batch_handler`` lists of deliveries
-    instead; their acks go out as one ``basic_ack(multiple=True)`` when their delivery tags are
-    contiguous from the lowest unsettled one, else one by one."""
+    instead; their acks go out as one ``basic_ack(multiple=True)`` up to the lowest tag still
+    unsettled that is not theirs, the rest one by one."""
 
     def __init__(
         self,
@@ -732,10 +732,11 @@ class JobConsumer:
         if not acks or not channel.is_open:
             return
         acks.sort()
-        run = 0  # how many of acks are lowest_unsettled, +1, +2, ...
-        lowest = min(self._unsettled) if self._unsettled else acks[0]
-        while run < len(acks) and acks[run] == lowest + run:
-            run += 1
+        # A `multiple` ack up to tag T settles every unsettled tag <= T: only safe below the lowest
+        # unsettled tag that is not ours (another queue's message, a job still running).
+        others = self._unsettled.difference(acks)
+        bound = min(others) if others else acks[-1] + 1
+        run = sum(1 for tag in acks if tag < bound)
         try:
             if run > 1:
                 channel.basic_ack(acks[run - 1], multiple=True)

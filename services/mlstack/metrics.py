@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -77,14 +78,39 @@ def job_refused(model: str, method: str, reason: str) -> None:
     JOBS_REFUSED.labels("" if reason == "model_not_found" else model, method_label(method), reason).inc()
 
 
+# Children of the per-result figures by (model, method): ``labels()`` costs as much as an update.
+_FINISHED_CHILDREN: dict[tuple[str, str], tuple[Any, Any, Any, Any, Any]] = {}
+MAX_CACHED_CHILDREN = 1000
+
+
+def _finished_children(model: str, method: str) -> tuple[Any, Any, Any, Any, Any]:
+    key = (model, method)
+    children = _FINISHED_CHILDREN.get(key)
+    if children is None:
+        children = (
+            JOBS_FINISHED.labels(model, method, "Done"),
+            JOBS_FINISHED.labels(model, method, "Error"),
+            QUEUE_SECONDS.labels(model, method),
+            RUN_SECONDS.labels(model, method),
+            TOTAL_SECONDS.labels(model, method),
+        )
+        if len(_FINISHED_CHILDREN) < MAX_CACHED_CHILDREN:
+            _FINISHED_CHILDREN[key] = children
+    return children
+
+
 def job_finished(model: str, method: str, status: str, queue_s: float, total_s: float) -> None:
     method = method_label(method)
-    JOBS_FINISHED.labels(model, method, status if status in ("Done", "Error") else "other").inc()
+    done, error, queue, run, total = _finished_children(model, method)
+    if status == "Done":
+        done.inc()
+    elif status == "Error":
+        error.inc()
     if total_s >= 0:
-        TOTAL_SECONDS.labels(model, method).observe(total_s)
+        total.observe(total_s)
         if 0 <= queue_s <= total_s:
-            QUEUE_SECONDS.labels(model, method).observe(queue_s)
-            RUN_SECONDS.labels(model, method).observe(total_s - queue_s)
+            queue.observe(queue_s)
+            run.observe(total_s - queue_s)
 
 
 # ---- figures read at scrape time (queue depth, consumers, workers) ------------------------------

@@ -23,6 +23,8 @@ RESULT_PREFIX, RESULT_SUFFIX = "/worker/jobs/", "/result"
 # Larger bodies are passed through without a copy (their figures are skipped, not the results).
 MAX_COPY_BYTES = 4 * 1024 * 1024
 UNKNOWN_MODEL = "unknown"
+# What routes_worker answers for one accepted result (JSONResponse's compact separators).
+ACCEPTED = b'{"accepted":true}'
 
 
 def _is_result_path(path: str) -> bool:
@@ -31,8 +33,17 @@ def _is_result_path(path: str) -> bool:
 
 def observe(request_body: bytes, response_body: bytes, now: float) -> int:
     """Observe the accepted results of one exchange; returns how many were observed."""
+    if response_body == ACCEPTED:  # one result, the common case: no need to parse the answer
+        answer: Any = {"accepted": True}
+    elif b'"accepted":true' not in response_body.replace(b" ", b""):
+        return 0
+    else:
+        try:
+            answer = json.loads(response_body)
+        except ValueError:
+            return 0
     try:
-        sent, answer = json.loads(request_body), json.loads(response_body)
+        sent = json.loads(request_body)
     except ValueError:
         return 0
     if isinstance(sent, dict) and isinstance(sent.get("results"), list) and isinstance(answer, dict):

@@ -83,3 +83,19 @@ def test_latency_histograms_after_results(main_stack: Stack) -> None:
         return total or None
 
     assert wait_for(observed, 10, "a total-latency observation") >= 1
+
+
+def test_grafana_dashboard_uses_only_exported_metrics(main_stack: Stack) -> None:
+    from support.infra import REPO
+
+    dashboard = (REPO / "docs" / "grafana" / "mlstack.json").read_text()
+    used = set(re.findall(r"\b(mlstack_[a-z_]+)", dashboard))
+    text = httpx.get(f"{main_stack.apis[0].url}/metrics", timeout=10).text
+    # A counter or histogram shows in a multiprocess scrape once some process updated it: the
+    # API's own definitions name the rest (the same module the API runs).
+    import mlstack.metrics  # noqa: F401
+    from prometheus_client import REGISTRY
+
+    exported = set(re.findall(r"^# TYPE (\S+)", text, re.M)) | {m.name for m in REGISTRY.collect()}
+    exported |= {f"{name}{suffix}" for name in exported for suffix in ("_total", "_bucket", "_count", "_sum")}
+    assert used and used <= exported, used - exported

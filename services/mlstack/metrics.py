@@ -25,6 +25,8 @@ from mlstack import messages
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# prometheus_client picks its value storage when imported (just above): files in multiprocess mode.
+MULTIPROCESS = bool(os.environ.get(MULTIPROC_ENV))
 METHODS = frozenset({"predict", "evaluate", "info", "get_feedback"})
 # Job latencies: from a millisecond (an echo model) to the default job TTL (90 s).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 90)
@@ -156,7 +158,7 @@ class _SnapshotCollector(Collector):
 def exposition(models: Iterable[ModelFigures]) -> bytes:
     """The text a scrape gets: every process's counters plus figures read now."""
     registry = CollectorRegistry()
-    if os.environ.get(MULTIPROC_ENV):
+    if MULTIPROCESS:
         multiprocess.MultiProcessCollector(registry)
         body = generate_latest(registry)
     else:
@@ -170,5 +172,5 @@ def exposition(models: Iterable[ModelFigures]) -> bytes:
 
 def mark_process_dead(pid: int) -> None:
     """gunicorn's child_exit: drop a dead worker's live gauges (its counters stay, as they should)."""
-    if os.environ.get(MULTIPROC_ENV):
+    if os.environ.get(MULTIPROC_ENV):  # the master's environment (set by gunicorn_conf.on_starting)
         multiprocess.mark_process_dead(pid)

@@ -30,20 +30,22 @@ loglevel = _settings.log_level.lower()
 proc_name = "mlstack-api"
 
 # Prometheus multiprocess mode: every worker writes its figures under this directory, which must
-# be set before a worker imports prometheus_client. Emptied at start (figures of a previous run
-# would be added to this one's); a directory made here is removed on exit.
-_metrics_dir = Path(_settings.metrics_dir) if _settings.metrics_dir else None
-_made_metrics_dir = _metrics_dir is None
-if _metrics_dir is None:
-    _metrics_dir = Path(tempfile.mkdtemp(prefix="mlstack-metrics-"))
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+# be in the environment before a worker imports prometheus_client. Set in the master when gunicorn
+# starts (workers fork from it; importing this file sets nothing), emptied then (figures of a
+# previous run would add to this one's); a directory made here is removed on exit.
+_made_metrics_dir: list[Path] = []
 
 
 def on_starting(_server: Any) -> None:
-    assert _metrics_dir is not None
-    _metrics_dir.mkdir(parents=True, exist_ok=True)
-    for stale in _metrics_dir.glob("*.db"):
-        stale.unlink(missing_ok=True)
+    if _settings.metrics_dir:
+        metrics_dir = Path(_settings.metrics_dir)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink(missing_ok=True)
+    else:
+        metrics_dir = Path(tempfile.mkdtemp(prefix="mlstack-metrics-"))
+        _made_metrics_dir.append(metrics_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
 
 def child_exit(_server: Any, worker: Any) -> None:
@@ -53,5 +55,5 @@ def child_exit(_server: Any, worker: Any) -> None:
 
 
 def on_exit(_server: Any) -> None:
-    if _made_metrics_dir and _metrics_dir is not None:
-        shutil.rmtree(_metrics_dir, ignore_errors=True)
+    for made in _made_metrics_dir:
+        shutil.rmtree(made, ignore_errors=True)

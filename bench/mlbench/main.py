@@ -5,14 +5,19 @@ Phases, in order (each bounded in time):
     queue, held by a parking consumer that takes no work: this measures the API's accept path
     (validate, store the job, publish with confirm) without workers competing for the CPU.
  2. /status answered per second at 64 clients, over the jobs of phase 1.
- 3. End-to-end jobs per second at saturation: N Pub workers serve BENCH_ECHO (predict echoes its
-    input); clients submit as fast as they can while keeping at most a small backlog in the queue,
-    so the workers never idle and the API is not flooded. Counted: jobs whose Done time falls in
-    the window (every job is checked Done afterwards).
- 4. submit-to-Done latency at half that rate, open loop (paced submissions). Done time is the
+ 3. A FastAPI hello-world under gunicorn with the API's worker class and worker count, at 64
+    clients: the API's CPU per accepted job (phase 1, 64 clients) is reported as a ratio of the
+    hello-world's CPU per request.
+ 4. End-to-end jobs per second at saturation, twice: micro-batching off (max_batch 1), then on
+    (--batch, default 32, max_wait_ms 2). N Pub workers serve the example bundle's scikit-learn
+    CLF_IRIS (as BENCH_IRIS, bench/mlbench/models.py) when the dev stack built it, else BENCH_ECHO;
+    clients submit as fast as they can while keeping at most a small backlog in the queue, so the
+    workers never idle and the API is not flooded. Counted: jobs whose Done time falls in the
+    window (every job is checked Done afterwards).
+ 5. submit-to-Done latency at half the batched rate, open loop (paced submissions). Done time is the
     moment the API took the worker's result (the job's datetime + total_response_time_sec, same
     clock as the client): no polling load during the run, and what a poller could at best see.
- 5. The original stack's publish path against the same RabbitMQ: a new BlockingConnection per job
+ 6. The original stack's publish path against the same RabbitMQ: a new BlockingConnection per job
     (connect, channel, passive declare, publish, close) at 8 and 64 clients.
 Memory of the API (gunicorn master + workers) and of a worker is read from /proc after phase 4.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -35,14 +41,13 @@ from typing import Any, TypeVar
 
 import pika.exceptions
 
-from mlbench import amqp, procs, report
+from mlbench import amqp, hello, models, procs, report
 from mlbench.httpload import Connection, Paced, Tally, Target, closed_loop, fetch_all, open_loop
 from mlbench.workers import EchoWorker, dead_workers, start_workers, stop_workers
 
 MODEL = "BENCH_ECHO"
 PARKING_WORKER_ID = "bench-parking"
 ORIGINAL_QUEUE = "mlstack.bench.original-path"
-BUNDLE_DIR = Path(__file__).resolve().parents[1] / "worker_pub"
 T = TypeVar("T")
 DEFAULT_FEATURES = ["5.1;3.5;1.4;0.2", "6.7;3.0;5.2;2.3"]
 
@@ -61,7 +66,7 @@ class Plan:
     original_s: float
     accept_concurrency: tuple[int, ...] = (1, 8, 64)
     status_concurrency: int = 64
-    e2e_clients: int = 8
+    e2e_clients: int = 32
     original_concurrency: tuple[int, ...] = (8, 64)
 
 
@@ -101,7 +106,11 @@ class Settings:
 class Results:
     accept: dict[int, Tally] = field(default_factory=dict)
     status: Tally | None = None
+    hello: Tally | None = None
+    e2e_model: str = ""
     e2e_rate: float = 0.0
+    e2e_rate_unbatched: float = 0.0
+    e2e_batch: int = 1
     e2e_jobs: int = 0
     e2e_queue_empty: float = 0.0  # share of queue polls that found no job waiting
     e2e_problems: dict[str, int] = field(default_factory=dict)
@@ -175,8 +184,21 @@ def _status_check(status: int, body: bytes) -> str | None:
 
 
 class Bench:
-    def __init__(self, settings: Settings, plan: Plan, workers: int, prefetch: int, model_worker_pid: int | None):
+    def __init__(
+        self,
+        settings: Settings,
+        plan: Plan,
+        workers: int,
+        prefetch: int,
+        model_worker_pid: int | None,
+        batch: int = 32,
+        e2e_model: str = "example",
+    ):
         self.settings = settings
+        self.batch = batch
+        self.e2e_choice = e2e_model
+        self.e2e: models.E2eModel | None = None
+        self.e2e_queue = ""
         self.plan = plan
         self.worker_count = workers
         self.prefetch = prefetch
@@ -191,6 +213,7 @@ class Bench:
         self.state_dir: Path | None = None  # the workers' state and logs, made when they start
         self.keep_state = False
         self.stack = procs.StackPids([], [], [])
+        self.hello_pids: list[int] = []
         self.inference_request = self.client.post(
             "/inference",
             json.dumps({"model_name": MODEL, "method": "predict", "features": settings.features}).encode(),
@@ -206,6 +229,7 @@ class Bench:
             "rabbitmq": self.stack.rabbitmq,
             "workers": [w.pid for w in self.workers],
             "bench": [os.getpid()],
+            **({"hello": self.hello_pids} if self.hello_pids else {}),
         }
         return procs.CpuMeter(groups)
 
@@ -250,6 +274,8 @@ class Bench:
                 self.results.notes.append(f"deregistering {PARKING_WORKER_ID} failed: {exc!r}")
             self._best_effort(f"purging {self.queue}", lambda: self.admin.purge(self.queue))
             self._best_effort(f"deleting {self.queue}", lambda: self.admin.delete(self.queue))
+        if self.e2e_queue and self.e2e_queue != self.queue:
+            self._best_effort(f"deleting {self.e2e_queue}", lambda: self.admin.delete(self.e2e_queue))
         self._best_effort("closing the broker connection", self.admin.close)
         if self.state_dir is not None:
             if self.keep_state:
@@ -262,6 +288,12 @@ class Bench:
             action()
         except Exception as exc:  # cleanup: report and go on
             self.results.notes.append(f"{what} failed: {exc!r}")
+
+    def _stop_workers(self) -> None:
+        killed = stop_workers(self.workers)
+        if killed:
+            self.results.notes.append(f"workers killed after not stopping in time: {', '.join(killed)}")
+        self.workers = []
 
     async def _deregister_parking(self) -> None:
         body = {"worker_id": PARKING_WORKER_ID}
@@ -323,18 +355,39 @@ class Bench:
         self.admin.purge(self.queue)
         await self._deregister_parking()
 
-    async def start_echo_workers(self) -> None:
-        self._say(f"starting {self.worker_count} BENCH_ECHO worker(s)")
-        self.state_dir = Path(tempfile.mkdtemp(prefix="mlstack-bench-"))
+    def _state_dir(self) -> Path:
+        if self.state_dir is None:
+            self.state_dir = Path(tempfile.mkdtemp(prefix="mlstack-bench-"))
+        return self.state_dir
+
+    def choose_e2e_model(self) -> models.E2eModel:
+        if self.e2e_choice == "example":
+            found = models.example(self._state_dir())
+            if found is not None:
+                return found
+            self.results.notes.append(
+                "end to end ran BENCH_ECHO: the example model needs the dev stack's bundle venv and trained "
+                "artifacts (bin/mlstack-dev up)"
+            )
+        return models.echo(sys.executable)
+
+    async def start_e2e_workers(self, batch: int) -> None:
+        assert self.e2e is not None
+        self._say(f"starting {self.worker_count} {self.e2e.name} worker(s), max_batch {batch}")
+        env = {**self.e2e.env, "MLSTACK_MAX_BATCH": str(batch), "MLSTACK_MAX_WAIT_MS": "2"}
         self.workers = start_workers(
             self.worker_count,
-            BUNDLE_DIR,
-            self.state_dir,
+            self.e2e.bundle_dir,
+            self._state_dir(),
             self.settings.api_url,
             self.settings.worker_token,
             self.settings.amqp_url,
             self.prefetch,
+            python=self.e2e.python,
+            extra_env=env,
+            label=f"{self.e2e.name.lower().replace('_', '-')}-b{batch}",
         )
+        queue = self.e2e_queue
         deadline = time.monotonic() + 60
         while True:
             dead = dead_workers(self.workers)
@@ -342,12 +395,15 @@ class Bench:
                 self.keep_state = True
                 tail = dead[0].log_path.read_text(errors="replace")[-2000:]
                 raise BenchError(f"worker {dead[0].worker_id} exited:\n{tail}")
-            _, consumers = self.admin.depth(self.queue)
+            try:
+                _, consumers = self.admin.depth(queue)
+            except pika.exceptions.ChannelClosedByBroker:  # not declared yet: the workers are starting
+                consumers = 0
             if consumers >= self.worker_count:
                 return
             if time.monotonic() > deadline:
                 self.keep_state = True
-                raise BenchError(f"only {consumers} of {self.worker_count} workers consume {self.queue} after 60s")
+                raise BenchError(f"only {consumers} of {self.worker_count} workers consume {queue} after 60s")
             await asyncio.sleep(0.2)
 
     async def _outcomes(self, ids: list[str], timeout_s: float = 60.0) -> tuple[dict[str, float], dict[str, int]]:
@@ -378,18 +434,47 @@ class Bench:
                 await asyncio.sleep(0.5)
         return done, problems
 
-    async def saturation(self) -> None:
+    async def hello_world(self) -> None:
+        """The yardstick: a FastAPI hello-world with the API's gunicorn worker class and worker count."""
         plan = self.plan
-        backlog_limit = max(32, 8 * self.worker_count * self.prefetch)
+        workers = max(1, len(self.stack.api_workers))
+        process, port = hello.start(workers, self._state_dir() / "hello-world.log")
+        try:
+            self.hello_pids = [process.pid, *procs.children(process.pid)]
+            target = Target("127.0.0.1", port, "")
+            request = target.post("/inference", self.inference_request.split(b"\r\n\r\n", 1)[1])
+            concurrency = plan.accept_concurrency[-1]
+            self._say(f"FastAPI hello-world ({workers} gunicorn workers), {concurrency} clients, {plan.accept_s:g}s")
+            name = f"hello-world c={concurrency}"
+
+            def check(status: int, body: bytes) -> str | None:
+                return None if status == 200 else f"HTTP {status}: {body[:80]!r}"
+
+            self.results.hello = await self._measured(
+                name,
+                plan.warmup_s + plan.accept_s / 2,
+                closed_loop(target, concurrency, lambda: request, check, plan.accept_s, plan.warmup_s),
+            )
+            self.results.rates[name] = self.results.hello.rate
+        finally:
+            hello.stop(process)
+            self.hello_pids = []
+
+    async def saturation(self, batch: int) -> float:
+        """End-to-end jobs per second with the workers running; returns the rate."""
+        plan = self.plan
+        prefetch = max(self.prefetch, 2 * batch) if batch > 1 else self.prefetch  # as the worker sets it
+        backlog_limit = max(32, 8 * self.worker_count * prefetch)
         sent = 0
         ids: list[str] = []
+        request = self.e2e_request
 
         def make_request() -> bytes:
             nonlocal sent
             sent += 1
-            return self.inference_request
+            return request
 
-        watcher = amqp.DepthWatcher(self.settings.amqp_url, self.queue, lambda: sent)
+        watcher = amqp.DepthWatcher(self.settings.amqp_url, self.e2e_queue, lambda: sent)
 
         async def gate() -> None:
             while watcher.backlog() >= backlog_limit:
@@ -399,7 +484,7 @@ class Bench:
 
         self._say(f"end to end at saturation, {plan.e2e_clients} clients, backlog <= {backlog_limit}, {plan.e2e_s:g}s")
         watcher.start()
-        name = "end to end, saturated"
+        name = f"end to end, saturated, max_batch {batch}"
         try:
             tally = await self._measured(
                 name,
@@ -414,10 +499,12 @@ class Bench:
         done, problems = await self._outcomes(ids)
         start, end = tally.window_start_wall, tally.window_start_wall + plan.e2e_s
         in_window = sum(1 for t in done.values() if start <= t <= end)
-        self.results.e2e_rate = in_window / plan.e2e_s
-        self.results.rates[name] = self.results.e2e_rate
-        self.results.e2e_jobs = len(ids)
-        self.results.e2e_problems = {**tally.failures, **problems}
+        rate = in_window / plan.e2e_s
+        self.results.rates[name] = rate
+        self.results.e2e_jobs += len(ids)
+        for key, count in {**tally.failures, **problems}.items():
+            self.results.e2e_problems[key] = self.results.e2e_problems.get(key, 0) + count
+        return rate
 
     async def latency(self) -> None:
         rate = self.results.e2e_rate / 2
@@ -426,7 +513,7 @@ class Bench:
             return
         self.results.latency_rate = rate
         self._say(f"submit-to-Done latency at {rate:.0f} jobs/s (open loop), {self.plan.latency_s:g}s")
-        request = self.inference_request
+        request = self.e2e_request
         paced: Paced = await self._measured(
             "latency, half saturation",
             self.plan.latency_s / 2,
@@ -453,8 +540,8 @@ class Bench:
     def memory(self) -> None:
         api = [p for p in self.stack.api if Path(f"/proc/{p}").exists()]
         self.results.memory[f"API (gunicorn master + {max(0, len(api) - 1)} workers)"] = procs.memory(api)
-        if self.workers:
-            self.results.memory["Pub worker, BENCH_ECHO (runtime only)"] = procs.memory([self.workers[0].pid])
+        if self.workers and self.e2e is not None:
+            self.results.memory[f"Pub worker, {self.e2e.name}"] = procs.memory([self.workers[0].pid])
         if self.model_worker_pid and Path(f"/proc/{self.model_worker_pid}").exists():
             name = "Pub worker, example bundle (dev stack)"
             self.results.memory[name] = procs.memory([self.model_worker_pid])
@@ -482,12 +569,23 @@ class Bench:
         try:
             await self.setup()
             await self.accept_and_status()
-            await self.start_echo_workers()
-            await self.saturation()
+            await self.hello_world()
+            self.e2e = self.choose_e2e_model()
+            self.results.e2e_model = self.e2e.description
+            self.e2e_queue = self.queue.removesuffix(MODEL) + self.e2e.name  # the workers declare it
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                self.admin.purge(self.e2e_queue)  # leftovers of an interrupted run
+            body = {"model_name": self.e2e.name, "method": "predict", "features": self.settings.features}
+            self.e2e_request = self.client.post("/inference", json.dumps(body).encode())
+            await self.start_e2e_workers(1)
+            self.results.e2e_rate_unbatched = await self.saturation(1)
+            self._stop_workers()
+            self.results.e2e_batch = self.batch
+            await self.start_e2e_workers(self.batch)
+            self.results.e2e_rate = await self.saturation(self.batch)
             await self.latency()
             self.memory()
-            stop_workers(self.workers)
-            self.workers = []
+            self._stop_workers()
             self.original()
         finally:
             await self.teardown()
@@ -502,18 +600,25 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=4, help="BENCH_ECHO Pub workers to start (default 4)")
     parser.add_argument("--prefetch", type=int, default=1, help="MLSTACK_PREFETCH of those workers (default 1)")
     parser.add_argument("--model-worker-pid", type=int, help="pid of a Pub worker of a real bundle, for its memory")
+    parser.add_argument("--batch", type=int, default=32, help="max_batch of the batched end-to-end run (default 32)")
+    parser.add_argument(
+        "--e2e-model",
+        choices=("example", "echo"),
+        default="example",
+        help="end-to-end model: the example bundle's CLF_IRIS (default; BENCH_ECHO when not built) or BENCH_ECHO",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    if args.workers < 1 or args.prefetch < 1:
-        print("bin/bench: --workers and --prefetch must be at least 1", file=sys.stderr)
+    if args.workers < 1 or args.prefetch < 1 or not 1 < args.batch <= 1024:
+        print("bin/bench: --workers and --prefetch must be at least 1, --batch from 2 to 1024", file=sys.stderr)
         return 2
     try:
         settings = Settings.from_env()
         plan = QUICK if args.quick else FULL
-        bench = Bench(settings, plan, args.workers, args.prefetch, args.model_worker_pid)
+        bench = Bench(settings, plan, args.workers, args.prefetch, args.model_worker_pid, args.batch, args.e2e_model)
         print(f"bin/bench: {settings.api_url}, {'quick' if args.quick else 'full'} run", file=sys.stderr)
         started = time.monotonic()
         results = _run(bench.run())

@@ -73,6 +73,10 @@ class StackPids:
         return [p for p in self.api if _status_field(p, "PPid") in self.api]
 
 
+def children(pid: int) -> list[int]:
+    return [p for p in all_pids() if _status_field(p, "PPid") == pid]
+
+
 def find_stack(api_port: int) -> StackPids:
     """The API's processes, and the servers its established connections go to."""
     sockets = _tcp_sockets()

@@ -17,9 +17,11 @@ ORIGINAL_E2E = 60.0
 ORIGINAL_LATENCY_MS = "130 / - / 175"
 TARGET_ACCEPT = 2000.0
 TARGET_STATUS = 2500.0
-TARGET_E2E = 300.0
-TARGET_P99_MS = 50.0
-STACK_GROUPS = ("api", "mongodb", "rabbitmq", "workers", "bench")
+TARGET_E2E = 1000.0  # with micro-batching, the example model (issue 10)
+TARGET_BATCH_GAIN = 2.0  # batching on / off
+TARGET_P99_MS = 25.0
+TARGET_HELLO_RATIO = 2.0  # API CPU per accepted job / hello-world CPU per request
+STACK_GROUPS = ("api", "mongodb", "rabbitmq", "workers", "bench", "hello")
 NOISE_PERCENT = 15.0  # CPU of processes outside the stack and the bench that makes a phase suspect
 
 
@@ -65,7 +67,7 @@ def _failures(title: str, failures: dict[str, int]) -> list[str]:
 
 def _cpu_table(results: Results) -> list[str]:
     cores = os.cpu_count() or 1
-    groups = ["api", "mongodb", "rabbitmq", "workers", "bench", "other", "machine"]
+    groups = ["api", "mongodb", "rabbitmq", "workers", "bench", "hello", "other", "machine"]
     rows = []
     for phase, share in results.cpu.items():
         used = sum(share.get(g, 0.0) for g in STACK_GROUPS)  # % of one core spent by the stack and the bench
@@ -81,6 +83,20 @@ def _cpu_table(results: Results) -> list[str]:
         "API conns: open connections each API worker process served mid-phase.",
         *_table(header, rows),
     ]
+
+
+def api_per_job_vs_hello(results: Results, bench: Bench) -> tuple[float, float, float] | None:
+    """(API CPU ms per accepted job at the most clients, hello-world CPU ms per request, their ratio)."""
+    if results.hello is None or not results.accept:
+        return None
+    concurrency = max(results.accept)
+    api_share = results.cpu.get(f"/inference c={concurrency}", {}).get("api", 0.0)
+    hello_share = results.cpu.get(f"hello-world c={bench.plan.accept_concurrency[-1]}", {}).get("hello", 0.0)
+    api_rate, hello_rate = results.accept[concurrency].rate, results.hello.rate
+    if not (api_share and hello_share and api_rate and hello_rate):
+        return None
+    api_ms, hello_ms = 10 * api_share / api_rate, 10 * hello_share / hello_rate
+    return api_ms, hello_ms, api_ms / hello_ms
 
 
 def render(results: Results, bench: Bench, elapsed_s: float) -> str:
@@ -111,16 +127,49 @@ def render(results: Results, bench: Bench, elapsed_s: float) -> str:
             ]
         )
         problems += _failures("/status failures", status.failures)
+    hello_ratio = api_per_job_vs_hello(results, bench)
+    if hello_ratio is not None:
+        api_ms, hello_ms, ratio = hello_ratio
+        rows.append(
+            [
+                "API CPU per accepted job / hello-world's per request",
+                f"{ratio:.1f}x",
+                f"<= {TARGET_HELLO_RATIO:.0f}x  {'met' if ratio <= TARGET_HELLO_RATIO else 'MISSED'}",
+                "-",
+                f"{api_ms:.3f} vs {hello_ms:.3f} CPU ms (FastAPI hello-world "
+                f"{_rate(results.hello.rate if results.hello else 0)}, same gunicorn workers)",
+            ]
+        )
     workers = f"{bench.worker_count} worker(s), prefetch {bench.prefetch}"
     rows.append(
         [
-            "end-to-end jobs, saturated",
+            "end-to-end jobs, saturated, batching off",
+            _rate(results.e2e_rate_unbatched),
+            "-",
+            f"~{ORIGINAL_E2E:,.0f}/s",
+            f"{results.e2e_model}; {workers}",
+        ]
+    )
+    rows.append(
+        [
+            f"end-to-end jobs, saturated, batching on (max_batch {results.e2e_batch})",
             _rate(results.e2e_rate),
             _at_least(results.e2e_rate, TARGET_E2E),
             f"~{ORIGINAL_E2E:,.0f}/s",
-            f"{workers}; {results.e2e_jobs:,} jobs; queue empty in {results.e2e_queue_empty:.0%} of polls",
+            f"{results.e2e_jobs:,} jobs in both runs; queue empty in {results.e2e_queue_empty:.0%} of polls",
         ]
     )
+    if results.e2e_rate_unbatched > 0:
+        gain = results.e2e_rate / results.e2e_rate_unbatched
+        rows.append(
+            [
+                "end-to-end, batching on / off",
+                f"{gain:.1f}x",
+                f">= {TARGET_BATCH_GAIN:.0f}x  {'met' if gain >= TARGET_BATCH_GAIN else 'MISSED'}",
+                "-",
+                "same workers, clients and model; only max_batch differs",
+            ]
+        )
     problems += _failures("end-to-end problems", results.e2e_problems)
     if results.latency:
         lat = results.latency

@@ -34,11 +34,21 @@ class EchoWorker:
 
 
 def start_workers(
-    count: int, bundle_dir: Path, state_root: Path, api_url: str, worker_token: str, amqp_url: str, prefetch: int
+    count: int,
+    bundle_dir: Path,
+    state_root: Path,
+    api_url: str,
+    worker_token: str,
+    amqp_url: str,
+    prefetch: int,
+    *,
+    python: str = sys.executable,
+    extra_env: dict[str, str] | None = None,
+    label: str = "echo",
 ) -> list[EchoWorker]:
     workers: list[EchoWorker] = []
     for n in range(1, count + 1):
-        worker_id = f"bench-echo-{n}"
+        worker_id = f"bench-{label}-{n}"
         state_dir = state_root / worker_id
         state_dir.mkdir(parents=True, exist_ok=True)
         env = {
@@ -51,12 +61,13 @@ def start_workers(
             "MLSTACK_WORKER_ID": worker_id,
             "MLSTACK_STATE_DIR": str(state_dir),
             "MLSTACK_PREFETCH": str(prefetch),
+            **(extra_env or {}),
         }
         env.pop("MLSTACK_API_TOKEN", None)  # a worker never needs the client token
         log_path = state_root / f"{worker_id}.log"
         with log_path.open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "mlstack.worker"],
+                [python, "-m", "mlstack.worker"],
                 env=env,
                 cwd=state_dir,
                 stdin=subprocess.DEVNULL,

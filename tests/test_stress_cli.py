@@ -165,3 +165,27 @@ def test_refuses_bad_urls_and_a_missing_token(url: str, wanted: str) -> None:
     assert run.returncode == 1 and wanted in run.stderr
     no_token = _stress("http://127.0.0.1:1", "", "--json", timeout=30)
     assert no_token.returncode == 1 and "MLSTACK_API_TOKEN" in no_token.stderr
+
+
+def test_delay_mode_runs_one_round_at_a_time(stress_stack: Stack) -> None:
+    run = _stress(
+        stress_stack.apis[0].url,
+        stress_stack.api_token,
+        "--model",
+        "TEST_ECHO",
+        "--features",
+        '["d"]',
+        "--targets",
+        '["d"]',
+        "--rounds",
+        "3",
+        "--delay",
+        "0.2",
+        "--no-get-feedback",
+        "--json",
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["rounds"] == {"started": 3, "done": 3}
+    assert report["jobs"]["Done"] == 9 and "get_feedback" not in report["requests"]
+    assert report["elapsed_s"] >= 0.4  # two pauses between three rounds

@@ -345,6 +345,12 @@ class JobStore:
         )
         return await cursor.to_list(limit)
 
+    async def count_queued(self, model_name: str, now: float) -> int:
+        """Jobs of a model still waiting in its queue (Queued, not expired)."""
+        return await self._jobs.count_documents(
+            {"model_name": model_name, "status": "Queued", "expires_at": {"$gt": now}}
+        )
+
     async def registered_queue(self, model_name: str) -> str | None:
         doc = await self._registry.find_one({"_id": model_name}, {"queue": 1})
         return None if doc is None else str(doc.get("queue") or "")

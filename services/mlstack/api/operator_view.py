@@ -95,11 +95,9 @@ async def model_figures(services: Services, now: float | None = None) -> list[Mo
     figures = []
     for doc in await services.store.registered_models():
         name = str(doc.get("_id", ""))
-        jobs = await services.store.recent_jobs(name, now - WINDOW_S, RECENT_LIMIT)
-        figures.append(
-            ModelFigures(name, _queued(jobs, now), await _consumers(services, str(doc.get("queue") or "")),
-                         workers_of(doc, now))
-        )  # fmt: skip
+        queued = await services.store.count_queued(name, now)  # a count: a scrape reads no job documents
+        consumers = await _consumers(services, str(doc.get("queue") or ""))
+        figures.append(ModelFigures(name, queued, consumers, workers_of(doc, now)))
     return figures
 
 

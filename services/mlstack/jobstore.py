@@ -7,6 +7,7 @@ the indexes below serve get_feedback's queries on a real MongoDB.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 from bson.errors import BSONError
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, UpdateOne
-from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 JOBS = "col_jobs"
 QUEUE_REGISTRY = "col_queue_registry"
@@ -34,6 +35,8 @@ RETENTION_INDEX = "ttl_jobs_retention"
 FEEDBACK_FIELDS = {"_id": 0, "response": 1, "feedback": 1}
 # Fields of a job that the operator dashboard reads.
 RECENT_FIELDS = {"_id": 0, "datetime": 1, "status": 1, "total_response_time_sec": 1, "expires_at": 1}
+# Most job inserts one group commit writes (a batch is what arrived during one round trip).
+GROUP_COMMIT_MAX = 256
 
 
 def utc_datetime(epoch: float) -> datetime:
@@ -62,6 +65,79 @@ class FeedbackLimits:
     global_next: float
 
 
+class _GroupCommit:
+    """Job inserts of concurrent requests go out together: one ``insert_many`` (unordered) carries
+    every insert that arrived while the previous one was on the wire, and each caller returns only
+    once its own document is written (or raises its own error). One request alone is written at
+    once, as before; under load one round trip serves many (the database's CPU per job drops)."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def insert(self, document: dict[str, Any]) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((document, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._drain())
+        await future
+
+    async def _drain(self) -> None:
+        batch: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:GROUP_COMMIT_MAX], self._pending[GROUP_COMMIT_MAX:]
+                await self._write(batch)
+        except BaseException:  # cancelled at shutdown: nobody waits forever
+            for _, future in [*batch, *self._pending]:
+                _settle(future, PyMongoError("the job store is closing"))
+            self._pending = []
+            raise
+        finally:
+            self._writer = None
+
+    async def _write(self, batch: list[tuple[dict[str, Any], asyncio.Future[None]]]) -> None:
+        try:
+            if len(batch) == 1:
+                await self._collection.insert_one(batch[0][0])
+            else:
+                await self._collection.insert_many([document for document, _ in batch], ordered=False)
+        except BulkWriteError as exc:
+            details = exc.details or {}
+            failed = {int(e["index"]): e for e in details.get("writeErrors", [])}
+            unsure = bool(details.get("writeConcernErrors"))
+            for index, (_, future) in enumerate(batch):
+                error = failed.get(index)
+                if error is not None:
+                    code = error.get("code")
+                    cls = DuplicateKeyError if code == 11000 else OperationFailure
+                    _settle(future, cls(str(error.get("errmsg", "")), code))
+                else:
+                    _settle(future, exc if unsure else None)
+        except (BSONError, OverflowError) as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+            else:  # one document BSON cannot carry: the others must not fail with it
+                for item in batch:
+                    await self._write([item])
+        except Exception as exc:
+            for _, future in batch:
+                _settle(future, exc)
+        else:
+            for _, future in batch:
+                _settle(future, None)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return  # the request was cancelled meanwhile
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
 class JobStore:
     def __init__(self, uri: str, database: str, timeout_ms: int = 2000, retention_days: int = 120) -> None:
         self._retention_s = retention_days * 86400
@@ -74,6 +150,7 @@ class JobStore:
         )
         db = self._client[database]
         self._jobs = db[JOBS]
+        self._inserts = _GroupCommit(self._jobs)
         self._registry = db[QUEUE_REGISTRY]
         self._limits = db[FEEDBACK_LIMITS]
 
@@ -134,7 +211,7 @@ class JobStore:
     # ---- jobs -------------------------------------------------------------------
     async def insert_job(self, job: dict[str, Any]) -> None:
         """Store a new job; ``created_at`` (for the retention index) is derived from ``datetime``."""
-        await self._jobs.insert_one({**job, RETENTION_FIELD: utc_datetime(float(job["datetime"]))})
+        await self._inserts.insert({**job, RETENTION_FIELD: utc_datetime(float(job["datetime"]))})
 
     async def delete_job(self, job_id: str) -> None:
         await self._jobs.delete_one({"_id": job_id})

@@ -29,6 +29,9 @@ def test_dashboard_data_needs_the_client_token(main_stack: Stack) -> None:
     assert wrong.status_code == 401
     ok = httpx.get(url, headers={"Authorization": f"Bearer {main_stack.api_token}"}, timeout=10)
     assert ok.status_code == 200
+    assert ok.headers["cache-control"] == "no-store"
+    page = httpx.get(f"{main_stack.apis[0].url}/dashboard", timeout=10)
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     names = {m["model"] for m in ok.json()["models"]}
     assert {"TEST_ECHO", "TEST_SLOW"} <= names
 

@@ -50,17 +50,27 @@ async def prometheus_metrics(request: Request, services: ServicesDep) -> Respons
     return Response(metrics.exposition(figures), media_type=metrics.CONTENT_TYPE)
 
 
+# The page runs only its own script and talks only to this API; nobody may frame it.
+DASHBOARD_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
 @router.get("/dashboard")
 async def dashboard_page() -> FileResponse:
     # The page holds no data: it asks /dashboard/data with the token the operator types in.
-    return FileResponse(STATIC_DIR / "dashboard" / "index.html", media_type="text/html")
+    return FileResponse(STATIC_DIR / "dashboard" / "index.html", media_type="text/html", headers=DASHBOARD_HEADERS)
 
 
 @router.get("/dashboard/data")
 async def dashboard_data(services: ServicesDep) -> SafeJSONResponse:
     """Client token (checked by AuthMiddleware, like the public endpoints)."""
     try:
-        return SafeJSONResponse(await operator_view.dashboard(services))
+        return SafeJSONResponse(await operator_view.dashboard(services), headers={"Cache-Control": "no-store"})
     except StoreError:
         return SafeJSONResponse({"status": "Error", "response": messages.DASHBOARD_DB_FAILED}, status_code=503)
 

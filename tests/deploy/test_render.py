@@ -222,3 +222,23 @@ def test_multihost_workers_reach_api_and_registry_on_other_hosts(rendered_multih
     assert not (rendered_multihost.host("api1") / "etc/systemd/system/mlstack-worker-pub@.service").exists()
     retrain = env_file(rendered_multihost.host("worker1") / "etc/mlstack/retrain.env")
     assert retrain["MLFLOW_TRACKING_URI"] == f"http://{ADDR['mlflow1']}:5000"
+
+
+def test_health_runs_unprivileged_and_may_restart_only_the_workers(verify_root: Path) -> None:
+    env = env_file(verify_root / "etc/mlstack/health.env")
+    assert env["MLSTACK_HEALTH_WORKER_UNITS"] == "mlstack-worker-pub@example_bundle-1.service"
+    assert int(env["MLSTACK_HEALTH_MAX_RESTARTS"]) >= 1
+    unit = (verify_root / "etc/systemd/system/mlstack-health.service").read_text()
+    assert re.search(r"^User=mlstack-health$", unit, re.M) and "SupplementaryGroups" not in unit
+    rule = (verify_root / "etc/polkit-1/rules.d/60-mlstack-health.rules").read_text()
+    assert 'subject.user === "mlstack-health"' in rule
+    assert 'action.lookup("verb") === "restart"' in rule
+    assert "org.freedesktop.systemd1.manage-units" in rule and "mlstack-worker-pub@" in rule
+
+
+def test_retrain_is_one_unit_per_bundle(verify_root: Path) -> None:
+    unit = (verify_root / "etc/systemd/system/mlstack-retrain@.service").read_text()
+    assert "ExecStart=" in unit and "%i" in unit.split("ExecStart=", 1)[1].splitlines()[0]
+    assert len(re.findall(r"^ExecStart=", unit, re.M)) == 1
+    worker = (verify_root / "etc/systemd/system/mlstack-worker-pub@.service").read_text()
+    assert re.search(r"^TimeoutStartSec=\d+$", worker, re.M)

@@ -13,10 +13,11 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Site, _write_site_files, phase, recap
+from conftest import DEPLOY_BIN, Site, _write_site_files, phase, recap
 from harness import Harness, free_port, log
 
 WORKER = "mlstack-worker-pub@example_bundle-1.service"
@@ -175,6 +176,40 @@ def test_second_converge_changes_nothing(converged: Site) -> None:
     assert result.returncode == 0, result.stdout[-8000:]
     changed = [line for line in result.stdout.splitlines() if line.startswith("changed:")]
     assert recap(result.stdout)["changed"] == 0, "\n".join(changed) + result.stdout[-3000:]
+
+
+def test_a_control_node_without_the_credentials_stops(converged: Site, tmp_path: Path) -> None:
+    """Against hosts that already run, a missing credentials file stops the run: no new secrets."""
+    before = converged.run("md5sum /etc/mlstack/mlstack.env").stdout
+    missing = tmp_path / "elsewhere" / "mlstack.yml"
+    result = converged.playbook("site.yml", "-e", f"mlstack_credentials_file={missing}")
+    assert result.returncode != 0
+    assert "already run an mlstack site whose credentials file is not" in result.stdout, result.stdout[-4000:]
+    assert not missing.exists()
+    assert converged.run("md5sum /etc/mlstack/mlstack.env").stdout == before
+
+
+def test_a_vault_encrypted_credentials_file_stays_encrypted(converged: Site, tmp_path: Path) -> None:
+    vault_pass = tmp_path / "vault-pass"
+    vault_pass.write_text("test-only-vault-password\n")
+    encrypted = tmp_path / "vaulted" / "mlstack.yml"
+    encrypted.parent.mkdir()
+    encrypted.write_text(converged.credentials.read_text())
+    vault = [str(DEPLOY_BIN / "ansible-vault"), "encrypt", "--vault-password-file", str(vault_pass), str(encrypted)]
+    subprocess.run(vault, check=True, capture_output=True)
+    args = ["-e", f"mlstack_credentials_file={encrypted}", "--vault-password-file", str(vault_pass)]
+    result = converged.playbook("playbooks/forget-rotated.yml", *args)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert encrypted.read_text().startswith("$ANSIBLE_VAULT")
+    # A run that would need a new value in it stops instead of writing it in clear.
+    values = yaml.safe_load(converged.credentials.read_text())
+    del values["mlflow_flask_secret_key"]
+    encrypted.write_text(yaml.safe_dump(values))
+    subprocess.run(vault, check=True, capture_output=True)
+    result = converged.playbook("playbooks/forget-rotated.yml", *args)
+    assert result.returncode != 0
+    assert "is vault-encrypted and this run needs new secrets" in result.stdout, result.stdout[-4000:]
+    assert encrypted.read_text().startswith("$ANSIBLE_VAULT")
 
 
 def test_retrain_timer_fires_on_its_schedule(converged: Site) -> None:

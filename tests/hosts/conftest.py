@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -66,6 +67,7 @@ class Site:
     vars_file: Path
     credentials: Path
     log_dir: Path
+    source: Path = REPO
 
     def playbook(
         self, playbook: str = "site.yml", *args: str, timeout: float = 3600
@@ -76,12 +78,14 @@ class Site:
         env = dict(os.environ)
         env.update(
             PATH=f"{DEPLOY_BIN}:{env.get('PATH', '')}",
-            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+            ANSIBLE_CONFIG=str(self.source / "ansible.cfg"),
             ANSIBLE_NOCOLOR="1",
             ANSIBLE_HOST_KEY_CHECKING="False",
         )
         started = time.monotonic()
-        result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            cmd, cwd=self.source, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", " ".join([playbook, *args]))[:80]
         out = self.log_dir / f"ansible-{time.strftime('%H%M%S')}-{name}.log"
         out.write_text(result.stdout + "\n--- stderr\n" + result.stderr)
@@ -100,12 +104,12 @@ def recap(output: str) -> dict[str, int]:
     return {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
 
 
-def _write_site_files(tmp: Path, host: Host, **extra: object) -> tuple[Path, Path, Path]:
+def _write_site_files(tmp: Path, host: Host, source: Path = REPO, **extra: object) -> tuple[Path, Path, Path]:
     # Next to the site's group_vars, like an inventory a user keeps in inventory/.
     (tmp / "inventory").mkdir(parents=True, exist_ok=True)
     group_vars = tmp / "inventory" / "group_vars"
     if not group_vars.exists():
-        group_vars.symlink_to(REPO / "inventory" / "group_vars")
+        group_vars.symlink_to(source / "inventory" / "group_vars")
     inventory = tmp / "inventory" / "hosts.yml"
     hostvars = {
         "ansible_host": "127.0.0.1",
@@ -134,6 +138,24 @@ def _write_site_files(tmp: Path, host: Host, **extra: object) -> tuple[Path, Pat
     site_vars.update(extra)
     vars_file.write_text(yaml.safe_dump(site_vars))
     return inventory, vars_file, credentials
+
+
+def snapshot_checkout(dest: Path) -> Path:
+    """A copy of this checkout (tracked and new files, as they are now) to deploy from: other
+    work in the tree during the run must not look like a change to the second converge."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        src = REPO / os.fsdecode(name)
+        if src.is_file():
+            target = dest / os.fsdecode(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+    return dest
 
 
 @pytest.fixture(scope="session")
@@ -168,8 +190,9 @@ def site(harness: Harness, request: pytest.FixtureRequest) -> Iterator[Site]:
     with phase("boot fresh host"):
         host = harness.new_host("mlstack-single")
         host.boot()
-    inventory, vars_file, credentials = _write_site_files(harness.run_dir, host)
-    s = Site(host, inventory, vars_file, credentials, log_dir)
+        source = snapshot_checkout(harness.run_dir / "checkout")
+    inventory, vars_file, credentials = _write_site_files(harness.run_dir, host, source)
+    s = Site(host, inventory, vars_file, credentials, log_dir, source)
     try:
         with phase("stand-ins (tests/hosts/standins.yml)"):
             result = s.playbook(str(HOSTS_TESTS / "standins.yml"))

@@ -170,6 +170,19 @@ def test_health_timer_runs_and_restarts_nothing(converged: Site) -> None:
     assert _show(converged, "MainPID", WORKER) == pid, "the health check restarted a healthy worker"
 
 
+def test_the_health_user_may_restart_the_workers_and_nothing_else(converged: Site) -> None:
+    """polkit (no sudo: NoNewPrivileges): verb restart on mlstack-worker-pub@*.service only."""
+    as_health = "runuser -u mlstack-health -- systemctl"
+    for forbidden in (f"stop {WORKER}", "restart mlstack-api.service", "restart rabbitmq-server.service"):
+        result = converged.run(f"{as_health} {forbidden}", check=False)
+        assert result.returncode != 0, f"mlstack-health may {forbidden}"
+        assert "authentication required" in result.stderr, result.stderr
+    pid = _show(converged, "MainPID", WORKER)
+    converged.run(f"{as_health} restart {WORKER}", timeout=600)
+    assert _show(converged, "MainPID", WORKER) != pid
+    wait_for("the restarted worker's model", lambda: "CLF_IRIS v1 (production v1) ok" in _status_line(converged), 300)
+
+
 def test_second_converge_changes_nothing(converged: Site) -> None:
     with phase("second converge"):
         result = converged.playbook("site.yml")
@@ -303,12 +316,12 @@ def test_check_diff_on_a_fresh_host(harness: Harness, converged: Site) -> None:
         host.boot()
     tmp = harness.run_dir / "check"
     tmp.mkdir(exist_ok=True)
-    inventory, vars_file, credentials = _write_site_files(tmp, host)
+    inventory, vars_file, credentials = _write_site_files(tmp, host, converged.source)
     # The same site's credentials (a control node that has them).
     credentials.parent.mkdir(parents=True, exist_ok=True)
     credentials.write_text(converged.credentials.read_text())
     credentials.chmod(0o600)
-    check = Site(host, inventory, vars_file, credentials, converged.log_dir)
+    check = Site(host, inventory, vars_file, credentials, converged.log_dir, converged.source)
     try:
         with phase("ansible-playbook site.yml --check --diff (fresh host)"):
             result = check.playbook("site.yml", "--check", "--diff")

@@ -8,8 +8,10 @@ in file order: each one leaves the stack running for the next.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +28,7 @@ UNITS = [
     "mlflow.service",
     "mlstack-api.service",
     WORKER,
-    "mlstack-retrain.timer",
+    "mlstack-retrain@example_bundle.timer",
     "mlstack-health.timer",
 ]
 CORE = "/opt/mlstack/venvs/core/bin"
@@ -50,27 +52,41 @@ def converged(site: Site) -> Site:
     return site
 
 
-@pytest.fixture(scope="module")
-def api(converged: Site) -> Iterator[object]:
-    """The deployed API (127.0.0.1:8000 inside the host) through an SSH tunnel, with the contract's client."""
+@contextlib.contextmanager
+def api_client(site: Site) -> Iterator[object]:
+    """The deployed API (127.0.0.1:8000 inside the host) through an SSH tunnel, with the contract's
+    client; the tunnel process is stopped by its PID at the end."""
     from support.client import ApiClient  # tests/support: the contract's client
 
     local = free_port()
-    host = converged.host
     tunnel = subprocess.Popen(
-        ["ssh", *host.ssh_args(), "-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{API_PORT}", "root@127.0.0.1"],
+        ["ssh", *site.host.ssh_args(), "-N", "-L", f"127.0.0.1:{local}:127.0.0.1:{API_PORT}", "root@127.0.0.1"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    token = str(yaml.safe_load(converged.credentials.read_text())["api_token"])
-    client = ApiClient(f"http://127.0.0.1:{local}", token, timeout=30)
+    client = None
     try:
+        wait_for("the SSH tunnel to the API", lambda: _port_open(local), 30, 0.2)
+        token = str(yaml.safe_load(site.credentials.read_text())["api_token"])
+        client = ApiClient(f"http://127.0.0.1:{local}", token, timeout=30)
         yield client
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         tunnel.send_signal(signal.SIGTERM)
         tunnel.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def api(converged: Site) -> Iterator[object]:
+    with api_client(converged) as client:
+        yield client
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _show(site: Site, prop: str, unit: str) -> str:
@@ -269,12 +285,13 @@ def test_promotion_reaches_the_worker_without_restart(converged: Site, api: obje
     assert answer.get("status") == "Done", (answer, listing)
 
 
-def test_power_off_and_boot(converged: Site, api: object) -> None:
+def test_power_off_and_boot(converged: Site) -> None:
     """Jobs accepted just before a power-off (worker stopped: they wait in the queue) end Done after the boot."""
     converged.run(f"systemctl stop {WORKER}")
-    jobs = [api.submit("CLF_IRIS", "predict", IRIS) for _ in range(3)]  # type: ignore[attr-defined]
-    for job in jobs:
-        assert api.status(job).get("status") != "Done"  # type: ignore[attr-defined]
+    with api_client(converged) as api:
+        jobs = [api.submit("CLF_IRIS", "predict", IRIS) for _ in range(3)]  # type: ignore[attr-defined]
+        for job in jobs:
+            assert api.status(job).get("status") != "Done"  # type: ignore[attr-defined]
     host = converged.host
     with phase("power off + boot"):
         host.poweroff()
@@ -286,10 +303,10 @@ def test_power_off_and_boot(converged: Site, api: object) -> None:
                 240,
                 2,
             )
-    # The API tunnel reconnects per request through a new SSH channel.
-    for job in jobs:
-        final = api.wait_done(job, timeout=240)  # type: ignore[attr-defined]
-        assert final.get("status") == "Done", final
+    with api_client(converged) as api:  # a new tunnel: the old SSH connection went with the host
+        for job in jobs:
+            final = api.wait_done(job, timeout=240)  # type: ignore[attr-defined]
+            assert final.get("status") == "Done", final
 
 
 def test_destroy_leaves_only_the_kept_data(converged: Site) -> None:

@@ -217,6 +217,7 @@ class JobHandler:
             "queue_response_time_sec": queue_time,
             "method": job.method,
             "datetime": job.datetime,
+            "model_name": job.model_name,  # labels the API's latency figures (/metrics)
         }
 
     def _report(self, delivery: Delivery, job: JobMessage, result: JobResult, queue_time: float) -> Verdict:

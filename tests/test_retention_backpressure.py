@@ -1,5 +1,5 @@
 """Backpressure (a full model queue refuses jobs with Retry-After, nothing stored), get_feedback's
-message byte cap, and job retention (TTL index on col_jobs)."""
+message byte cap, and job retention (the API's purge of col_jobs)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ from support.stack import Stack
 QUEUE_MAX_LENGTH = 2
 MAX_MESSAGE_BYTES = 1024
 RETRY_AFTER_S = 7
+PURGE_INTERVAL_S = 1
+RETENTION_DAYS = 120  # MLSTACK_JOB_RETENTION_DAYS default
 TODAY = datetime.now().strftime("%d/%m/%Y")
 
 
 @pytest.fixture(scope="module")
 def bounds_stack(workdir: Path, mongo: MongoServer) -> Iterator[Stack]:
-    """Model queues of 2 messages, get_feedback messages of at most 1 KiB."""
+    """Model queues of 2 messages, get_feedback messages of at most 1 KiB, a retention purge every second."""
     queue_env = {"MLSTACK_QUEUE_MAX_LENGTH": str(QUEUE_MAX_LENGTH)}
     stack = Stack(
         "bounds",
@@ -35,6 +37,7 @@ def bounds_stack(workdir: Path, mongo: MongoServer) -> Iterator[Stack]:
             **queue_env,
             "MLSTACK_FEEDBACK_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
             "MLSTACK_QUEUE_FULL_RETRY_AFTER_S": str(RETRY_AFTER_S),
+            "MLSTACK_JOB_PURGE_INTERVAL_S": str(PURGE_INTERVAL_S),
         },
     ).start()
     try:
@@ -99,27 +102,25 @@ def test_get_feedback_message_over_the_byte_cap_is_refused_in_portuguese(bounds_
     ), answer
 
 
-def test_jobs_carry_a_retention_date_and_a_ttl_index_expires_them(main_stack: Stack) -> None:
-    """nx-27017 keeps the index and reports it, but whether it deletes expired documents is not
-    provable here: that part is MongoDB's TTL monitor (runs every 60 s on a real server)."""
-    api = main_stack.client()
-    job_id = api.submit("TEST_ECHO", "info")
-    client: pymongo.MongoClient = pymongo.MongoClient(main_stack.mongo.uri, serverSelectionTimeoutMS=5000)
-    try:
-        jobs = client[main_stack.db_name]["col_jobs"]
+def test_jobs_past_retention_are_purged_and_recent_ones_kept(
+    bounds_stack: Stack, bounds_jobs: pymongo.collection.Collection
+) -> None:
+    api = bounds_stack.client()
+    recent_id = api.submit("TEST_ECHO", "info")
+    doc = bounds_jobs.find_one({"_id": recent_id})
+    assert doc is not None and isinstance(doc["created_at"], datetime), doc
+    created = doc["created_at"].replace(tzinfo=timezone.utc).timestamp()
+    assert abs(created - doc["datetime"]) < 0.01, (doc["created_at"], doc["datetime"])
+    assert abs(created - time.time()) < 60
 
-        def ttl_index() -> dict | None:
-            for index in jobs.index_information().values():
-                if [tuple(k) for k in index["key"]] == [("created_at", 1)] and "expireAfterSeconds" in index:
-                    return index
-            return None
-
-        index = wait_for(ttl_index, 30, "the retention TTL index on col_jobs.created_at")
-        assert index["expireAfterSeconds"] == 120 * 86400, index  # MLSTACK_JOB_RETENTION_DAYS default
-        doc = jobs.find_one({"_id": job_id})
-        assert doc is not None and isinstance(doc["created_at"], datetime), doc
-        created = doc["created_at"].replace(tzinfo=timezone.utc).timestamp()
-        assert abs(created - doc["datetime"]) < 0.01, (doc["created_at"], doc["datetime"])
-        assert abs(created - time.time()) < 60
-    finally:
-        client.close()
+    # Two jobs as the API stores them, one just past the retention period and one just inside it.
+    old_id, kept_id = secrets.token_hex(32), secrets.token_hex(32)
+    for job_id, age_days in ((old_id, RETENTION_DAYS + 1), (kept_id, RETENTION_DAYS - 1)):
+        stamp = time.time() - age_days * 86400
+        copy = {k: v for k, v in doc.items() if k != "_id"}
+        created_at = datetime.fromtimestamp(stamp, timezone.utc)
+        bounds_jobs.insert_one({**copy, "_id": job_id, "job_id": job_id, "datetime": stamp, "created_at": created_at})
+    wait_for(lambda: bounds_jobs.find_one({"_id": old_id}) is None or None, 30, "the purge of the expired job")
+    assert bounds_jobs.find_one({"_id": kept_id}) is not None
+    assert bounds_jobs.find_one({"_id": recent_id}) is not None
+    assert "Não foi possível encontrar o job" in str(api.status(old_id))

@@ -151,6 +151,7 @@ class ApiSettings:
     log_level: str
     queue_full_retry_after_s: int = 5
     job_retention_days: int = 120
+    job_purge_interval_s: float = 3600.0
     feedback_max_label_bytes: int = 4096
     feedback_max_message_bytes: int = 8 * 1024 * 1024
     # gunicorn (read by services/mlstack/api/gunicorn_conf.py)
@@ -187,6 +188,7 @@ class ApiSettings:
             queue_full_retry_after_s=r.number("MLSTACK_QUEUE_FULL_RETRY_AFTER_S", 5, int, 1),
             # get_feedback looks back at most 90 days; jobs must outlive that span.
             job_retention_days=r.number("MLSTACK_JOB_RETENTION_DAYS", 120, int, 91),
+            job_purge_interval_s=r.number("MLSTACK_JOB_PURGE_INTERVAL_S", 3600.0, float, 0.5),
             feedback_max_label_bytes=r.number("MLSTACK_FEEDBACK_MAX_LABEL_BYTES", 4096, int, 16),
             # Under MongoDB's 16 MiB document limit (the job stores the distinct labels) and the broker's.
             feedback_max_message_bytes=r.number("MLSTACK_FEEDBACK_MAX_MESSAGE_BYTES", 8 * 1024 * 1024, int, 1024),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -63,6 +65,20 @@ async def _ensure_indexes(store: JobStore) -> None:
             delay = min(delay * 2, 10.0)
 
 
+async def _purge_expired_jobs(store: JobStore, interval_s: float) -> None:
+    """Delete jobs past their retention period, every ``interval_s`` (each API process does it;
+    the delete is idempotent, and the random first delay spreads the processes apart)."""
+    await asyncio.sleep(random.uniform(0, interval_s))
+    while True:
+        try:
+            deleted = await store.purge_expired_jobs(time.time())
+            if deleted:
+                log.info("retention: deleted %d expired jobs", deleted)
+        except StoreError as exc:
+            log.warning("retention purge failed (%s); next try in %.0fs", exc.__class__.__name__, interval_s)
+        await asyncio.sleep(interval_s)
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings.from_env()
     configure_logging(settings.log_level)
@@ -75,10 +91,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         publisher.start()
         app.state.services = Services(settings=settings, store=store, publisher=publisher)
         indexes = asyncio.create_task(_ensure_indexes(store))
+        purge = asyncio.create_task(_purge_expired_jobs(store, settings.job_purge_interval_s))
         try:
             yield
         finally:
             indexes.cancel()
+            purge.cancel()
             await asyncio.to_thread(publisher.stop)
             await store.close()
 

@@ -61,6 +61,26 @@ class StartOutcome(enum.Enum):
     LEASED = "leased"  # another worker runs it now (its lease is alive)
 
 
+def _start_update(job_id: str, now: float, worker_id: str, lease_s: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The conditional update that takes a job's lease: refuses a finished, cancelled or expired job
+    and one another worker's live lease holds."""
+    filter_ = {
+        "_id": job_id,
+        "status": {"$in": UNFINISHED},
+        "expires_at": {"$gt": now},
+        "$or": [
+            {"lease_until": {"$exists": False}},
+            {"lease_until": {"$lte": now}},
+            {"lease_worker": worker_id},  # the same worker again (e.g. restarted): its own lease
+        ],
+    }
+    update = {
+        "$set": {"status": "Running", "started_at": now, "lease_worker": worker_id, "lease_until": now + lease_s},
+        "$inc": {"attempts": 1},
+    }
+    return filter_, update
+
+
 @dataclass(frozen=True)
 class FeedbackLimits:
     model_next: float
@@ -213,32 +233,31 @@ class JobStore:
         return await self._jobs.find_one({"_id": job_id})
 
     async def start_job(self, job_id: str, now: float, worker_id: str = "", lease_s: float = 30.0) -> StartOutcome:
-        """Mark a job Running and lease it to a worker, unless it expired, finished, or another
-        worker's lease on it is alive (one conditional update: two workers cannot both win)."""
-        result = await self._jobs.update_one(
-            {
-                "_id": job_id,
-                "status": {"$in": UNFINISHED},
-                "expires_at": {"$gt": now},
-                "$or": [
-                    {"lease_until": {"$exists": False}},
-                    {"lease_until": {"$lte": now}},
-                    {"lease_worker": worker_id},  # the same worker again (e.g. restarted): its own lease
-                ],
-            },
-            {
-                "$set": {
-                    "status": "Running",
-                    "started_at": now,
-                    "lease_worker": worker_id,
-                    "lease_until": now + lease_s,
-                },
-                "$inc": {"attempts": 1},
-            },
-        )
+        """Mark a job Running and lease it to a worker, unless it expired, finished (or was cancelled),
+        or another worker's lease on it is alive (one conditional update: two workers cannot both win)."""
+        filter_, update = _start_update(job_id, now, worker_id, lease_s)
+        result = await self._jobs.update_one(filter_, update)
         if result.matched_count:
             return StartOutcome.RUN
         return await self._why_not_runnable(job_id, now, leases=True)
+
+    async def start_jobs(self, job_ids: list[str], now: float, worker_id: str, lease_s: float) -> list[StartOutcome]:
+        """``start_job`` for a worker's micro-batch in one round trip (each update conditional as there).
+
+        When not every job was taken, a job whose stored lease is this worker's with this call's
+        ``started_at`` was taken by it; the others are asked why not."""
+        updates = [UpdateOne(*_start_update(job_id, now, worker_id, lease_s)) for job_id in job_ids]
+        written = await self._jobs.bulk_write(updates, ordered=False)
+        if written.matched_count == len(job_ids):
+            return [StartOutcome.RUN] * len(job_ids)
+        outcomes: list[StartOutcome] = []
+        for job_id in job_ids:
+            stored = await self._jobs.find_one({"_id": job_id}, {"started_at": 1, "lease_worker": 1})
+            if stored is not None and stored.get("started_at") == now and stored.get("lease_worker") == worker_id:
+                outcomes.append(StartOutcome.RUN)
+            else:
+                outcomes.append(await self._why_not_runnable(job_id, now, leases=True))
+        return outcomes
 
     async def renew_lease(self, job_id: str, worker_id: str, now: float, lease_s: float) -> bool:
         """Extend a running job's lease; False when the worker no longer holds it."""
@@ -384,19 +403,19 @@ class JobStore:
 
     # ---- model registry -------------------------------------------------------------
     async def register_worker(
-        self, worker_id: str, models: list[tuple[str, str]], queues: dict[str, str], now: float
+        self, worker_id: str, models: list[tuple[str, str, str, str]], queues: dict[str, str], now: float
     ) -> None:
-        for name, version in models:
+        """Record a worker's heartbeat per model: (name, loaded version, production version, state),
+        stored under ``workers.<id>`` as ``version``, ``production_version`` and ``state`` (operators'
+        views read those keys)."""
+        for name, version, production_version, state in models:
+            entry = {"seen": now, "version": version, "production_version": production_version, "state": state}
             try:
                 await self._registry.update_one(
-                    {"_id": name},
-                    {"$set": {"queue": queues[name], f"workers.{worker_id}": {"seen": now, "version": version}}},
-                    upsert=True,
+                    {"_id": name}, {"$set": {"queue": queues[name], f"workers.{worker_id}": entry}}, upsert=True
                 )
             except DuplicateKeyError:  # two workers registering the same new model at once
-                await self._registry.update_one(
-                    {"_id": name}, {"$set": {f"workers.{worker_id}": {"seen": now, "version": version}}}
-                )
+                await self._registry.update_one({"_id": name}, {"$set": {f"workers.{worker_id}": entry}})
 
     async def deregister_worker(self, worker_id: str) -> None:
         await self._registry.update_many({}, {"$unset": {f"workers.{worker_id}": ""}})

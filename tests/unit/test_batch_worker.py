@@ -12,7 +12,7 @@ from typing import Any
 import pika
 import pytest
 from mlstack import broker
-from mlstack.broker import ACK, BatchLimit, Delivery, JobConsumer, Outcome, Verdict
+from mlstack.broker import ACK, WAIT, BatchLimit, Delivery, JobConsumer, Outcome, Verdict
 from mlstack.settings import WorkerSettings
 from mlstack.worker.batch import batch_limits, batchable, split_result
 from mlstack.worker.execution import JobResult
@@ -122,12 +122,18 @@ def test_a_gap_inside_the_run_stops_it() -> None:
 
 # ---- the per-job fallback -----------------------------------------------------------------------------------
 class _Api:
-    def __init__(self) -> None:
+    def __init__(self, refused: dict[str, str] | None = None) -> None:
         self.batches: list[list[dict[str, Any]]] = []
         self.lock = threading.Lock()
+        self.refused = refused or {}  # job id -> the API's reason for not starting it
+        self.starts: list[list[str]] = []
 
     def start(self, *args: Any) -> tuple[bool, str]:
-        return True, ""
+        raise AssertionError("a micro-batch takes its leases in one start_many call")
+
+    def start_many(self, job_ids: list[str], worker_id: str, lease_s: float) -> list[tuple[bool, str]]:
+        self.starts.append(list(job_ids))
+        return [(job_id not in self.refused, self.refused.get(job_id, "")) for job_id in job_ids]
 
     def renew(self, *args: Any) -> bool:
         return True
@@ -175,3 +181,22 @@ def test_a_good_batch_is_one_call_and_one_report(tmp_path: Path) -> None:
     assert verdicts == [ACK, ACK]
     assert model.calls == [[1, 2, 3]]
     assert [(p["job_id"], p["response"]) for p in api.batches[0]] == [("a", ["r1"]), ("b", ["r2", "r3"])]
+
+
+def test_a_batch_takes_every_lease_in_one_call_before_its_model_runs(tmp_path: Path) -> None:
+    # "b" was cancelled (the API answers "finished"), "c" is leased to another worker: neither runs.
+    api, model = _Api(refused={"b": "finished", "c": "leased"}), _RowModel()
+    handler = JobHandler(_settings(tmp_path, "[M]\n"), api, {"M": model}, {}, threading.Event())  # type: ignore[arg-type]
+    deliveries = [_delivery("a", [1]), _delivery("b", [2]), _delivery("c", [3]), _delivery("d", [4])]
+    verdicts = handler.handle_batch(deliveries)
+    assert api.starts == [["a", "b", "c", "d"]]
+    assert verdicts == [ACK, ACK, WAIT, ACK]  # refused: acked without running; leased: looked at again later
+    assert model.calls == [[1, 4]]
+    assert [(p["job_id"], p["response"]) for p in api.batches[0]] == [("a", ["r1"]), ("d", ["r4"])]
+
+
+def test_a_batch_whose_leases_are_all_refused_runs_nothing(tmp_path: Path) -> None:
+    api, model = _Api(refused={"a": "expired", "b": "finished"}), _RowModel()
+    handler = JobHandler(_settings(tmp_path, "[M]\n"), api, {"M": model}, {}, threading.Event())  # type: ignore[arg-type]
+    assert handler.handle_batch([_delivery("a", [1]), _delivery("b", [2])]) == [ACK, ACK]
+    assert model.calls == [] and api.batches == []

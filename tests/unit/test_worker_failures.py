@@ -237,3 +237,19 @@ def test_a_redelivered_job_leased_elsewhere_waits_and_a_finished_one_is_acked(
     api.start_answer = (False, "finished")
     assert jobs.handle(Delivery(QUEUE, _body(), True)) == ACK
     assert api.results == []
+
+
+@pytest.mark.parametrize("reason", ["finished", "expired", "unknown"])
+def test_a_first_delivery_takes_its_lease_before_running(handler: tuple[JobHandler, FakeApi], reason: str) -> None:
+    # A job cancelled (the API says "finished") while it waited in the queue is acked and never runs.
+    jobs, api = handler
+    ran: list[Any] = []
+    jobs.models["M"] = type("Spy", (EchoModel,), {"predict": lambda self, d: ran.append(d) or d})()
+    api.start_answer = (False, reason)
+    assert jobs.handle(Delivery(QUEUE, _body(), False)) == ACK
+    assert ran == [] and api.results == []
+    api.start_answer = (False, "leased")  # a copy another worker holds: looked at again later
+    assert jobs.handle(Delivery(QUEUE, _body(), False)) == WAIT
+    api.start_answer = ApiUnavailable("down")  # no lease, no run: retried later
+    assert jobs.handle(Delivery(QUEUE, _body(), False)).outcome is Outcome.RETRY
+    assert ran == []

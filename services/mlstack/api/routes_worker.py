@@ -16,6 +16,7 @@ from mlstack.api.schemas import (
     DeregisterRequest,
     RegisterRequest,
     ResultRequest,
+    StartBatchRequest,
     StartRequest,
 )
 from mlstack.api.services import Services, ServicesDep
@@ -45,7 +46,10 @@ async def register(body: RegisterRequest, services: ServicesDep) -> JSONResponse
     queues = {model.name: queue_name(model.name) for model in body.models}
     try:
         await services.store.register_worker(
-            body.worker_id, [(m.name, m.version) for m in body.models], queues, time.time()
+            body.worker_id,
+            [(m.name, m.version, m.production_version, m.state) for m in body.models],
+            queues,
+            time.time(),
         )
     except StoreError as exc:
         raise _unavailable() from exc
@@ -80,6 +84,26 @@ async def start_job(job_id: JobId, body: StartRequest, services: ServicesDep) ->
         return JSONResponse({"run": True})
     log.info("job %s not started for worker %s: %s", job_id, body.worker_id, outcome.value)
     return JSONResponse({"run": False, "reason": outcome.value})
+
+
+@router.post("/jobs/start")
+async def start_jobs(body: StartBatchRequest, services: ServicesDep) -> JSONResponse:
+    """A worker's micro-batch takes every lease in one request and one bulk write; one answer per job,
+    in order, as /jobs/{job_id}/start gives it."""
+    now = time.time()
+    try:
+        outcomes = await services.store.start_jobs(body.job_ids, now, body.worker_id, body.lease_s)
+        for job_id, outcome in zip(body.job_ids, outcomes, strict=True):
+            if outcome is StartOutcome.EXPIRED:
+                await _expire(job_id, None, services, now)
+    except StoreError as exc:
+        raise _unavailable() from exc
+    refused = [(j, o.value) for j, o in zip(body.job_ids, outcomes, strict=True) if o is not StartOutcome.RUN]
+    if refused:
+        log.info("jobs not started for worker %s: %s", body.worker_id, ", ".join(f"{j} ({r})" for j, r in refused))
+    return JSONResponse(
+        {"results": [{"run": True} if o is StartOutcome.RUN else {"run": False, "reason": o.value} for o in outcomes]}
+    )
 
 
 @router.post("/jobs/{job_id}/lease")

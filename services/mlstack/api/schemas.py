@@ -58,7 +58,8 @@ class WorkerModel(BaseModel):
     name: str
     version: str = ""
     # Optional, for operators (/metrics, /dashboard): the version the registry's production alias
-    # points to as the worker last saw it, and the model's state there ("ok", "stale", "fallback").
+    # points to as the worker last saw it, and the model's state there (worker/status.py: "ok",
+    # "loading", "degraded", "stale", "unknown").
     production_version: str = ""
     state: str = ""
 
@@ -76,6 +77,11 @@ class StartRequest(BaseModel):
     worker_id: str = ""
     # How long the job stays leased to this worker unless renewed (workers renew every third of it).
     lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+
+
+class StartBatchRequest(StartRequest):
+    # A worker's micro-batch (at most its max_batch, itself at most 1024): every lease in one call.
+    job_ids: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(min_length=1, max_length=1024)
 
 
 class ResultRequest(BaseModel):

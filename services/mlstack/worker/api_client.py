@@ -81,8 +81,9 @@ class ApiClient:
             raise ApiUnavailable(f"{path}: answer is not JSON") from exc
 
     # ---- the worker protocol (services/DESIGN.md) ----------------------------------
-    def register(self, worker_id: str, versions: dict[str, str]) -> dict[str, str]:
-        models = [{"name": name, "version": version} for name, version in versions.items()]
+    def register(self, worker_id: str, models: list[dict[str, str]]) -> dict[str, str]:
+        """Register (and heartbeat): per model its ``name``, loaded ``version``, ``production_version``
+        and ``state``; the answer maps each model to its queue."""
         answer = self.post("/worker/register", {"worker_id": worker_id, "models": models})
         return dict(answer["queues"])
 
@@ -93,6 +94,14 @@ class ApiClient:
         """Take the job's lease (marks it Running); (False, "leased") while another worker holds it."""
         answer = self.post(_job_path(job_id, "start"), {"worker_id": worker_id, "lease_s": lease_s})
         return bool(answer.get("run")), str(answer.get("reason", ""))
+
+    def start_many(self, job_ids: list[str], worker_id: str, lease_s: float) -> list[tuple[bool, str]]:
+        """``start`` for a micro-batch in one call; one (run, reason) per job, in order."""
+        answer = self.post("/worker/jobs/start", {"job_ids": job_ids, "worker_id": worker_id, "lease_s": lease_s})
+        answers = answer.get("results")
+        if not isinstance(answers, list) or len(answers) != len(job_ids):
+            raise ApiUnavailable("/worker/jobs/start: not one answer per job")
+        return [(bool(a.get("run")), str(a.get("reason", ""))) for a in answers]
 
     def renew(self, job_id: str, worker_id: str, lease_s: float) -> bool:
         answer = self.post(_job_path(job_id, "lease"), {"worker_id": worker_id, "lease_s": lease_s})

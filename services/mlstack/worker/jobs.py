@@ -1,5 +1,9 @@
 """One job message, from delivery to verdict: validate, lease, run with a time limit, report.
 
+Every job takes its lease (the API's conditional start) BEFORE its model runs, so a cancelled,
+finished or expired job is acked without running, and a job runs on one worker at a time;
+a micro-batch takes all its leases in one call (``/worker/jobs/start``).
+
 Failure policy (services/DESIGN.md, "Worker failure handling"):
 - a message that can never run (not JSON, missing or bad fields, wrong queue) and a result
   the API refuses (4xx) are dead-lettered at once; the job, when the message names one,
@@ -29,9 +33,6 @@ from mlstack.worker.job_message import JobMessage, PoisonMessage, parse_job_mess
 
 log = logging.getLogger("mlstack.worker")
 
-# A first-delivery job still running after this long is reported Running (and leased): most jobs
-# take a millisecond, and a Running write for them would cost the API a write no client can observe.
-RUNNING_REPORT_DELAY_S = 0.05
 # How long to try telling the API that a job cannot run (the message is dead-lettered either way).
 REPORT_FAILURE_DEADLINE_S = 10.0
 API_UNREACHABLE = "a API do mlstack não respondeu"
@@ -70,67 +71,58 @@ class JobHandler:
     # ---- one valid message -------------------------------------------------------------------
     def _handle(self, delivery: Delivery, job: JobMessage, model: Any) -> Verdict:
         queue_time = time.time() - job.datetime
-        if delivery.redelivered:
-            # It may have finished, expired, or be running elsewhere: take the lease first.
-            try:
-                started = self._call(
-                    f"start {job.job_id}", lambda: self.api.start(job.job_id, self._wid, self._lease_s)
-                )
-            except ApiRejected as exc:
-                return self._dead_letter(delivery, messages.result_rejected(exc.status), job.job_id, job)
-            if started is None:
-                return self._retry_later(delivery, job, API_UNREACHABLE)
-            run, reason = started
-            if not run:
-                if reason == "leased":
-                    log.info("job %s is leased to another worker; looking again later", job.job_id)
-                    return WAIT
-                log.info("job %s skipped: %s", job.job_id, reason)
-                return ACK
-            result = self._execute(job, model, report_running=False)
-        else:
-            if time.time() > job.datetime + job.ttl_ms / 1000:
-                log.info("job %s skipped: expired while queued", job.job_id)
-                return ACK
-            result = self._execute(job, model, report_running=True)
+        if not delivery.redelivered and time.time() > job.datetime + job.ttl_ms / 1000:
+            log.info("job %s skipped: expired while queued", job.job_id)  # no API call needed
+            return ACK
+        # It may have been cancelled, finished, expired, or be running elsewhere: take the lease first.
+        try:
+            started = self._call(f"start {job.job_id}", lambda: self.api.start(job.job_id, self._wid, self._lease_s))
+        except ApiRejected as exc:
+            return self._dead_letter(delivery, messages.result_rejected(exc.status), job.job_id, job)
+        if started is None:
+            return self._retry_later(delivery, job, API_UNREACHABLE)
+        refused = self._refused(job.job_id, *started)
+        if refused is not None:
+            return refused
+        with self._leases([job.job_id]):
+            result = self.runner.run(model, job.model_name, job.body, self._time_limit(job.model_name))
         return self._report(delivery, job, result, queue_time)
 
-    def _execute(self, job: JobMessage, model: Any, report_running: bool) -> JobResult:
-        with self._leases([job.job_id], report_running):
-            return self.runner.run(model, job.model_name, job.body, self._time_limit(job.model_name))
+    @staticmethod
+    def _refused(job_id: str, run: bool, reason: str) -> Verdict | None:
+        """The verdict for a job whose lease the API refused; None when it was granted."""
+        if run:
+            return None
+        if reason == "leased":
+            log.info("job %s is leased to another worker; looking again later", job_id)
+            return WAIT
+        log.info("job %s skipped: %s", job_id, reason)  # cancelled or finished, expired, unknown
+        return ACK
 
     def _time_limit(self, model_name: str) -> float:
         return self.time_limits.get(model_name, self.settings.model_time_limit_s)
 
     @contextlib.contextmanager
-    def _leases(self, job_ids: list[str], report_running: bool) -> Iterator[None]:
-        """While the block runs, a thread reports the jobs Running once they last, and renews their leases."""
+    def _leases(self, job_ids: list[str]) -> Iterator[None]:
+        """While the block runs, a thread renews the leases of the (already started) jobs."""
         done = threading.Event()
-        keeper = threading.Thread(target=self._keep_lease, args=(job_ids, done, report_running), name="lease",
-                                  daemon=True)  # fmt: skip
+        keeper = threading.Thread(target=self._keep_lease, args=(job_ids, done), name="lease", daemon=True)
         keeper.start()
         try:
             yield
         finally:
             done.set()
-            keeper.join()  # the Running report, if sent, lands before the result
+            keeper.join()  # no renewal lands after the result
 
-    def _keep_lease(self, job_ids: list[str], done: threading.Event, report_running: bool) -> None:
-        """Report Running (taking the lease) once the jobs last, then renew the leases until they end."""
+    def _keep_lease(self, job_ids: list[str], done: threading.Event) -> None:
+        """Renew the leases every third of their length until the jobs end."""
         try:
-            if report_running:
-                if done.wait(RUNNING_REPORT_DELAY_S):
-                    return
-                for job_id in job_ids:
-                    run, reason = self.api.start(job_id, self._wid, self._lease_s)
-                    if not run:  # e.g. leased: a redelivered copy started elsewhere first (DESIGN.md, 50 ms)
-                        log.warning("job %s: running here, but the API says %s", job_id, reason)
             while not done.wait(self._lease_s / 3):
                 for job_id in job_ids:
                     if not self.api.renew(job_id, self._wid, self._lease_s):
                         log.warning("job %s: lease not renewed (finished or taken over)", job_id)
         except (ApiUnavailable, ApiRejected) as exc:
-            log.warning("jobs %s: could not report Running or renew the lease: %s", ", ".join(job_ids), exc)
+            log.warning("jobs %s: could not renew the lease: %s", ", ".join(job_ids), exc)
         except Exception:  # this thread must never die silently
             log.exception("jobs %s: lease keeper failed", ", ".join(job_ids))
 
@@ -167,13 +159,38 @@ class JobHandler:
         return [v if v is not None else ACK for v in verdicts]
 
     def _handle_group(self, group: list[tuple[int, Delivery, JobMessage]]) -> list[Verdict]:
+        """Take every lease in one call, run the granted jobs in one model call, report them together."""
+        try:
+            answers = self._call(
+                f"start of {len(group)} jobs",
+                lambda: self.api.start_many([job.job_id for _, _, job in group], self._wid, self._lease_s),
+            )
+        except ApiRejected as exc:  # e.g. an older API without the batch call: each job alone
+            log.warning("the API refused to start a batch of %d jobs (%s); one by one", len(group), exc)
+            return [self.handle(delivery) for _, delivery, _ in group]
+        if answers is None:
+            return [self._retry_later(delivery, job, API_UNREACHABLE) for _, delivery, job in group]
+        verdicts: dict[int, Verdict] = {}
+        granted: list[tuple[int, Delivery, JobMessage]] = []
+        for entry, (run, reason) in zip(group, answers, strict=True):
+            refused = self._refused(entry[2].job_id, run, reason)
+            if refused is None:
+                granted.append(entry)
+            else:
+                verdicts[entry[0]] = refused
+        if granted:
+            for (index, _, _), verdict in zip(granted, self._run_group(granted), strict=True):
+                verdicts[index] = verdict
+        return [verdicts[index] for index, _, _ in group]
+
+    def _run_group(self, group: list[tuple[int, Delivery, JobMessage]]) -> list[Verdict]:
         started = time.time()
         jobs = [job for _, _, job in group]
         model_name = jobs[0].model_name
         model = self.models[model_name]
         limit = self._time_limit(model_name)
         sizes = [len(job.body["features"]) for job in jobs]
-        with self._leases([job.job_id for job in jobs], report_running=True):
+        with self._leases([job.job_id for job in jobs]):
             rows = [row for job in jobs for row in job.body["features"]]
             merged = self.runner.run(model, model_name, {"method": "predict", "features": rows}, limit)
             results = split_result(merged, sizes) if len(jobs) > 1 else None

@@ -60,19 +60,28 @@ class PubWorker:
         )
 
     @property
-    def versions(self) -> dict[str, str]:
-        return {name: state.loaded_version for name, state in self.status.models.items()}
+    def announced_models(self) -> list[dict[str, str]]:
+        """What the heartbeat tells the API per model (operators see it on /dashboard and /metrics)."""
+        return [
+            {
+                "name": name,
+                "version": state.loaded_version,
+                "production_version": state.production_version or "",
+                "state": state.state,
+            }
+            for name, state in sorted(self.status.models.items())
+        ]
 
     def _announce_versions(self) -> None:
         try:
-            self.api.register(self.settings.worker_id, self.versions)
+            self.api.register(self.settings.worker_id, self.announced_models)
         except (ApiUnavailable, ApiRejected) as exc:
             log.warning("could not announce the new model versions: %s", exc)
 
     def register(self) -> dict[str, str]:
         """Retry while the API is unreachable: a worker is of no use before it knows its queues."""
         while not self.stopping.is_set():
-            call = lambda: self.api.register(self.settings.worker_id, self.versions)  # noqa: E731
+            call = lambda: self.api.register(self.settings.worker_id, self.announced_models)  # noqa: E731
             queues = retry_api("register", call, 60, self.stopping)
             if queues is not None:
                 return queues
@@ -92,7 +101,7 @@ class PubWorker:
                 last_register = time.monotonic()
                 self.status.publish()  # refreshes updated_at: `mlstack health` spots dead workers
                 try:
-                    self.api.register(self.settings.worker_id, self.versions)
+                    self.api.register(self.settings.worker_id, self.announced_models)
                 except (ApiUnavailable, ApiRejected) as exc:
                     log.warning("heartbeat failed: %s", exc)
 

@@ -212,7 +212,7 @@ def test_api_keeps_its_metrics_in_its_runtime_directory(single: Monitoring) -> N
 def test_rendered_configs_pass_promtool(single: Monitoring, multi: Monitoring, tmp_path: Path) -> None:
     promtool = _promtool(tmp_path)
     if promtool is None:
-        pytest.skip("promtool unavailable (no promtool on PATH, apt-get download prometheus failed)")
+        pytest.fail("promtool unavailable (no promtool on PATH, apt-get download prometheus failed)")
     # The token file must exist for promtool: a stand-in at a path of our own.
     token = tmp_path / "token"
     token.write_text("stand-in")

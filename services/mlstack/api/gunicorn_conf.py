@@ -28,6 +28,8 @@ accesslog = _settings.access_log or None
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 proc_name = "mlstack-api"
+# gunicorn 27's control socket wants a writable home; the hardened unit has none, and nothing uses it.
+control_socket_disable = True
 
 # Prometheus multiprocess mode: every worker writes its figures under this directory, which must
 # be in the environment before a worker imports prometheus_client. Set in the master when gunicorn

@@ -78,12 +78,8 @@ async def _inference(request: Request, body: InferenceRequest, services: Service
     return SafeJSONResponse({"job_id": job["_id"], "model_name": model_name, "method": method, "status": "Queued"})
 
 
-@router.post("/status", tags=["status"], dependencies=authenticated)
-async def job_status(
-    body: Annotated[StatusRequest, Body(openapi_examples=examples.STATUS)],
-    services: ServicesDep,
-) -> SafeJSONResponse:
-    job_id = body.job_id
+async def _known_job(services: Services, job_id: str) -> dict[str, Any]:
+    """The stored job, or the contract's answer for a too-long, unknown or unreadable job_id."""
     if len(job_id) > 100:
         raise plain_error(messages.job_id_too_long(job_id))
     try:
@@ -92,6 +88,16 @@ async def job_status(
         raise plain_error(messages.status_db_failed(job_id)) from None
     if job is None:
         raise plain_error(messages.job_not_found(job_id))
+    return job
+
+
+@router.post("/status", tags=["status"], dependencies=authenticated)
+async def job_status(
+    body: Annotated[StatusRequest, Body(openapi_examples=examples.STATUS)],
+    services: ServicesDep,
+) -> SafeJSONResponse:
+    job_id = body.job_id
+    job = await _known_job(services, job_id)
     now = time.time()
     view = job_view(job, now)
     if view["status"] == "Error" and job.get("status") in UNFINISHED:
@@ -108,12 +114,8 @@ async def cancel(
 ) -> SafeJSONResponse:
     """Cancela um job que ainda está na fila (status 'Queued'): ele nunca será executado."""
     job_id = body.job_id
-    if len(job_id) > 100:
-        raise plain_error(messages.job_id_too_long(job_id))
+    job = await _known_job(services, job_id)
     try:
-        job = await services.store.get_job(job_id)
-        if job is None:
-            raise plain_error(messages.job_not_found(job_id))
         now = time.time()
         view = job_view(job, now)
         if view["status"] == "Queued":

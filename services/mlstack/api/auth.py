@@ -15,7 +15,7 @@ from fastapi.security import APIKeyHeader
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mlstack import messages
-from mlstack.api.jsonsafe import dumps_safe
+from mlstack.api.jsonsafe import dumps_safe, send_json
 
 # Paths of the public contract that take the client token; everything under WORKER_PREFIX takes
 # the worker token. Other paths (/, /version, /docs, /openapi.json, /health/*, /dashboard, /static/*) are
@@ -89,13 +89,8 @@ class AuthMiddleware:
                 raw = next((v for k, v in scope.get("headers", []) if k == b"authorization"), None)
                 failure = auth_failure(raw.decode("latin-1") if raw is not None else None, expected)
                 if failure is not None:
-                    await _answer(send, *failure)
+                    status_code, headers, body = failure
+                    await send_json(send, status_code, body, headers)
                     return
         await self.app(scope, receive, send)
 
-
-async def _answer(send: Send, status_code: int, headers: dict[str, str], body: bytes) -> None:
-    raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
-    raw_headers += [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
-    await send({"type": "http.response.start", "status": status_code, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": body})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlstack import messages
-from mlstack.api.jsonsafe import dumps_safe
+from mlstack.api.jsonsafe import dumps_safe, send_json
 
 
 class BodyTooLarge(Exception):
@@ -49,7 +49,4 @@ class BodyLimitMiddleware:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = dumps_safe({"detail": messages.body_too_large(self.max_bytes)})
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 413, dumps_safe({"detail": messages.body_too_large(self.max_bytes)}))

@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from starlette.responses import JSONResponse
+from starlette.types import Send
 
 from mlstack import messages
 
@@ -103,3 +104,12 @@ class SafeJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return dumps_safe(content)
+
+
+
+async def send_json(send: Send, status_code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+    """A whole JSON answer (``body`` already encoded) straight from a pure ASGI middleware."""
+    raw_headers = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    raw_headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status_code, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})

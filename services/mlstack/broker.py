@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pika
 import pika.channel
@@ -42,6 +42,7 @@ import pika.frame
 import pika.spec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 QUEUE_PREFIX = "mlstack.model."
 DEFAULT_QUEUE_MAX_LENGTH = 10_000
@@ -395,25 +396,25 @@ class Publisher:
         It raises ``QueueFull`` when the model's queue is at its limit, ``NoRoute`` when the queue
         does not exist, ``BrokerUnavailable`` otherwise."""
         future: Future[None] = Future()
-        try:
-            _check_queue_name(queue)
-        except BrokerUnavailable as exc:
-            future.set_exception(exc)
-            return future
-        link = self._current()
-        link.submit(future, functools.partial(link.publish_now, queue, body, message_id, expiration_ms, future))
-        return future
+        return self._for_queue(
+            queue, future, lambda link: link.publish_now(queue, body, message_id, expiration_ms, future)
+        )
 
     def declare(self, queue: str) -> Future[int]:
         """Declare the model's durable queue (idempotent) and return its consumer count."""
         future: Future[int] = Future()
+        return self._for_queue(queue, future, lambda link: link.declare_now(queue, future))
+
+    def _for_queue(self, queue: str, future: Future[T], action: Callable[[_Link], None]) -> Future[T]:
+        """Run ``action`` on the current link's ioloop; a queue name the broker would refuse fails
+        ``future`` at once instead."""
         try:
             _check_queue_name(queue)
         except BrokerUnavailable as exc:
             future.set_exception(exc)
             return future
         link = self._current()
-        link.submit(future, functools.partial(link.declare_now, queue, future))
+        link.submit(future, lambda: action(link))
         return future
 
     # ---- supervision ----------------------------------------------------------------

@@ -21,7 +21,11 @@ MAX_MESSAGE_BYTES = 1024
 RETRY_AFTER_S = 7
 PURGE_INTERVAL_S = 1
 RETENTION_DAYS = 120  # MLSTACK_JOB_RETENTION_DAYS default
-TODAY = datetime.now().strftime("%d/%m/%Y")
+
+
+def _today() -> str:
+    """Read when needed, not at import: a suite that runs past midnight must ask for the day its jobs were made."""
+    return datetime.now().strftime("%d/%m/%Y")
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +94,15 @@ def test_full_model_queue_is_refused_with_retry_after_and_nothing_stored(
 
 def test_get_feedback_message_over_the_byte_cap_is_refused_in_portuguese(bounds_stack: Stack) -> None:
     api = bounds_stack.client()
+    first_day = _today()
     for i in range(3):  # 3 jobs x 2 labels x ~300 bytes > 1 KiB
         st = api.run("TEST_ECHO", "predict", [f"{i}" * 300])
         assert api.feedback(st["job_id"], [f"{i + 1}" * 300]) == c.FEEDBACK_OK
-    answer = api.get_feedback("TEST_ECHO", TODAY, TODAY)
+    last_day = _today()
+    answer = api.get_feedback("TEST_ECHO", first_day, last_day)
     assert answer == c.gf_error(
         "TEST_ECHO",
-        f"Os labels dos jobs com feedback entre as datas {TODAY} e {TODAY} ultrapassaram o tamanho máximo "
+        f"Os labels dos jobs com feedback entre as datas {first_day} e {last_day} ultrapassaram o tamanho máximo "
         f"({MAX_MESSAGE_BYTES} bytes) permitido para a consulta de feedback. Escolha um intervalo menor entre "
         "datas e consulte novamente após 30 minutos",
     ), answer

@@ -241,6 +241,33 @@ def test_a_vault_encrypted_credentials_file_stays_encrypted(converged: Site, tmp
     assert encrypted.read_text().startswith("$ANSIBLE_VAULT")
 
 
+def test_mongodb_role_runs_up_to_the_login_check_and_stops_clearly(converged: Site) -> None:
+    """The mongodb role itself on this host, as far as it goes without a real mongod: the
+    packages and the server (tags mongodb_packages, mongodb_server) need MongoDB's repository,
+    which these machines cannot reach, and are skipped. The rest runs: python3-debian, the
+    pymongo 4 virtualenv, the wait for the port, and the admin login check over a direct
+    connection, against the nx-27017 stand-in listening on the MongoDB port. The stand-in cannot
+    authenticate, so the check must stop the play there with its message — not hide it and fail
+    later at the application user — and change nothing; a second run does exactly the same."""
+    before = converged.run("md5sum /etc/mlstack/mlstack.env").stdout
+    args = ("-e", '{"mongodb_install": true}', "--skip-tags", "mongodb_packages,mongodb_server")
+    with phase("mongodb role against the stand-in (twice)"):
+        runs = [converged.playbook("playbooks/database.yml", *args) for _ in range(2)]
+    for result in runs:
+        assert result.returncode != 0, result.stdout[-4000:]
+        said = " ".join(result.stdout.split())  # the message may be folded over lines
+        assert "already has users and refuses the admin password" in said, result.stdout[-4000:]
+        assert "TASK [mongodb : Create the application user" not in result.stdout, result.stdout[-4000:]
+        assert "TASK [mongodb : Install pymongo 4 for the user and replica set modules]" in result.stdout
+    assert recap(runs[1].stdout)["changed"] == 0, runs[1].stdout[-4000:]
+    venv_python = "/opt/mlstack/venvs/ansible-mongodb/bin/python"
+    version = converged.run(f"{venv_python} -c 'import pymongo; print(pymongo.version)'").stdout.strip()
+    assert version.split(".")[0] == "4", version
+    assert "install ok installed" in converged.run("dpkg-query -W -f='${Status}' python3-debian").stdout
+    assert converged.run("test -e /etc/mongod.conf", check=False).returncode != 0, "skipped server tasks ran"
+    assert converged.run("md5sum /etc/mlstack/mlstack.env").stdout == before
+
+
 def test_retrain_timer_fires_on_its_schedule(converged: Site) -> None:
     """A short schedule set by retrain_on_calendar (every 2 minutes, no random delay): the bundle's
     timer starts its retrain unit by itself and the run is in the journal."""

@@ -28,6 +28,8 @@ LOG_DIR = Path(os.environ.get("MLSTACK_HOSTS_LOG_DIR", REPO / ".dev/logs/test-ho
 RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 MONGO_PORT = 27017
 S3_PORT = 9000
+# Made by bin/fetch-wheels before the first converge: the hosts' pip has no index (standins.yml).
+WHEELHOUSE = REPO / ".dev/offline/wheels"
 TIMES: list[tuple[str, float]] = []
 # Booting hosts needs root and minutes: only bin/test-hosts (which sets this) runs them,
 # never a plain `pytest tests`.
@@ -134,6 +136,7 @@ def _write_site_files(tmp: Path, host: Host, source: Path = REPO, **extra: objec
         "minio_external_secret_key": "test-secret-key",
         "mlstack_credentials_file": str(credentials),
         "health_interval": "1min",
+        "mlstack_wheelhouse_src": str(WHEELHOUSE),
     }
     site_vars.update(extra)
     vars_file.write_text(yaml.safe_dump(site_vars))
@@ -187,6 +190,8 @@ def site(harness: Harness, request: pytest.FixtureRequest) -> Iterator[Site]:
     """One fresh host with the stand-ins of MongoDB and S3, converged by site.yml."""
     log_dir = LOG_DIR / harness.run_dir.name
     log_dir.mkdir(parents=True, exist_ok=True)
+    with phase("wheelhouse (bin/fetch-wheels)"):
+        subprocess.run([str(REPO / "bin/fetch-wheels"), str(WHEELHOUSE)], check=True)
     with phase("boot fresh host"):
         host = harness.new_host("mlstack-single")
         host.boot()

@@ -32,6 +32,7 @@ UNITS = [
     "mlstack-health.timer",
 ]
 CORE = "/opt/mlstack/venvs/core/bin"
+BUNDLE_VENV = "/opt/mlstack/bundles/example_bundle/venvs/pub/bin"
 API_PORT = 8000
 IRIS = ["5.1;3.5;1.4;0.2", "6.7;3.0;5.2;2.3"]
 
@@ -111,6 +112,17 @@ def test_every_mlstack_unit_is_active(converged: Site) -> None:
         )
     failed = converged.run("systemctl list-units --failed --plain --no-legend", check=False).stdout
     assert "mlstack" not in failed and "mlflow" not in failed, failed
+
+
+def test_every_virtualenv_came_from_the_wheelhouse(converged: Site) -> None:
+    """The host's pip has no index (standins.yml), so the converge could only build the
+    virtualenvs from the wheelhouse site.yml copied; check both halves of that."""
+    wheelhouse = "/opt/mlstack/wheels/mlstack"
+    pip = f"{CORE}/pip download --no-deps --dest /tmp/wheel-probe idna"
+    assert converged.run(pip, check=False, timeout=60).returncode != 0, "the host's pip still reaches an index"
+    converged.run(f"{pip} --no-index --find-links {wheelhouse}", timeout=60)
+    for venv in (CORE, "/opt/mlstack/venvs/cli/bin", "/opt/mlstack/venvs/mlflow/bin", BUNDLE_VENV):
+        converged.run(f"{venv}/python -c ''")
 
 
 def test_worker_status_shows_its_model_version(converged: Site) -> None:

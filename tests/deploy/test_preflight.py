@@ -135,3 +135,20 @@ def test_single_minio_keeps_its_drive_on_the_root_disk(tmp_path: Path) -> None:
     out = _minio_preflight(tmp_path, 1, ["/"], ["/var/lib/minio/data"])
     assert ROOT_DRIVE not in out, out[-3000:]
     assert "failed=0" in out, out[-3000:]
+
+
+def test_unit_limits_systemd_cannot_parse_are_refused(tmp_path: Path) -> None:
+    out = _preflight(
+        tmp_path,
+        _addresses(1),
+        api_memory_max="2GB",
+        worker_pub_tasks_max="many",
+        mlflow_memory_max="1.5G",
+        minio_tasks_max=2048,
+        health_memory_max="",
+        retrain_tasks_max="infinity",
+    )
+    assert 'api_memory_max is "2GB": use a size such as 512M or 2G' in out, out[-3000:]
+    assert 'worker_pub_tasks_max is "many": use a number such as 256' in out
+    for accepted in ("mlflow_memory_max", "minio_tasks_max", "health_memory_max", "retrain_tasks_max"):
+        assert f"{accepted} is" not in out

@@ -20,6 +20,15 @@ Queues (services/DESIGN.md, "Queues"):
   ``RETRY_DELAY_MS`` there, then RabbitMQ dead-letters it back to the default
   exchange with its original routing key, i.e. its model queue;
 - ``mlstack.dead``: messages that can never run, with the reason in a header.
+
+Clusters: every client gets one URL per node and moves to the next node when a connection
+attempt fails or an open connection is lost (a pause only once every node failed in a row).
+With ``queue_type="quorum"`` every queue above is a quorum queue (replicated, it survives a
+node loss): the retry and dead-letter queues too, because a classic queue whose node is down
+cannot even be declared, and a worker that cannot declare them cannot consume at all.
+``x-max-length``/``x-overflow``, ``x-message-ttl``, dead-lettering and per-message expiration
+all work on quorum queues from RabbitMQ 3.10 (Debian 12's release). A queue that exists with
+the other type is refused by RabbitMQ (PRECONDITION_FAILED): ``QueueTypeMismatch``.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -59,6 +68,7 @@ SOURCE_QUEUE_HEADER = "x-mlstack-queue"
 _MAX_QUEUE_NAME_BYTES = 255  # AMQP shortstr
 _BACKOFF_START_S = 0.5
 _BACKOFF_MAX_S = 5.0
+_STABLE_CONNECTION_S = 30.0  # a connection that lasted this long resets the backoff
 _PRECONDITION_FAILED = 406
 
 
@@ -67,9 +77,30 @@ def queue_name(model_name: str) -> str:
     return QUEUE_PREFIX + model_name
 
 
-def model_queue_arguments(max_length: int) -> dict[str, Any]:
+QUEUE_TYPES = ("classic", "quorum")
+
+
+def _typed(arguments: dict[str, Any], queue_type: str) -> dict[str, Any]:
+    """Classic queues carry no type argument: queues declared by older releases stay equivalent."""
+    if queue_type not in QUEUE_TYPES:
+        raise ValueError(f"queue type {queue_type!r} is not one of {', '.join(QUEUE_TYPES)}")
+    return {**arguments, "x-queue-type": "quorum"} if queue_type == "quorum" else arguments
+
+
+def model_queue_arguments(max_length: int, queue_type: str = "classic") -> dict[str, Any]:
     """Arguments of every model queue: the API and the workers must declare identical ones."""
-    return {"x-max-length": max_length, "x-overflow": "reject-publish"}
+    return _typed({"x-max-length": max_length, "x-overflow": "reject-publish"}, queue_type)
+
+
+def queue_type_mismatch(queue: str, wanted: str) -> str:
+    """The operator's log line when a queue exists with the other type (one line, says what to do)."""
+    existing = "classic" if wanted == "quorum" else "quorum"
+    return (
+        f"queue {queue} exists as a {existing} queue but MLSTACK_QUEUE_TYPE={wanted}: RabbitMQ cannot change"
+        f" a queue's type; migrate by deleting it once it is empty (rabbitmqctl delete_queue -p <vhost> {queue}"
+        f" --if-empty, with producers stopped; it is declared again as {wanted}), or set"
+        f" MLSTACK_QUEUE_TYPE={existing}"
+    )
 
 
 class BrokerUnavailable(Exception):
@@ -82,6 +113,10 @@ class NoRoute(BrokerUnavailable):
 
 class QueueFull(BrokerUnavailable):
     """The broker refused the message: the model's queue is at its length limit (reject-publish)."""
+
+
+class QueueTypeMismatch(BrokerUnavailable):
+    """A queue exists with the other type (classic vs quorum); the text says how to migrate."""
 
 
 def _check_queue_name(queue: str) -> None:
@@ -100,22 +135,75 @@ def _connection_parameters(amqp_url: str, heartbeat_s: int = 30, name: str = "")
     return params
 
 
+def _node_parameters(amqp_urls: str | Sequence[str], heartbeat_s: int = 30, name: str = "") -> list[pika.URLParameters]:
+    """One set of connection parameters per node (a single URL is a one-node cluster)."""
+    urls = [amqp_urls] if isinstance(amqp_urls, str) else list(amqp_urls)
+    if not urls:
+        raise ValueError("no broker URL")
+    return [_connection_parameters(url, heartbeat_s, name) for url in urls]
+
+
+class _Nodes:
+    """Which node to connect to next: after a failure or a lost connection the next node at once,
+    a backoff pause only once every node failed in a row (one node: a pause after each failure)."""
+
+    def __init__(self, params: pika.URLParameters | Sequence[pika.URLParameters]) -> None:
+        self._params = [params] if isinstance(params, pika.URLParameters) else list(params)
+        self._index = 0
+        self._failures = 0  # connections in a row that failed or did not last
+        self._backoff = _BACKOFF_START_S
+
+    @property
+    def current(self) -> pika.URLParameters:
+        return self._params[self._index]
+
+    def where(self) -> str:
+        """host:port of the current node (never the credentials)."""
+        return f"{self.current.host}:{self.current.port}"
+
+    def ended(self, lasted_s: float) -> float:
+        """A connection to the current node failed or ended: move on; return the seconds to pause."""
+        if lasted_s > _STABLE_CONNECTION_S:  # it worked for a while: this is a new outage
+            self._failures = 0
+            self._backoff = _BACKOFF_START_S
+        self._failures += 1
+        self._index = (self._index + 1) % len(self._params)
+        if self._failures % len(self._params):
+            return 0.0
+        pause, self._backoff = self._backoff, min(self._backoff * 2, _BACKOFF_MAX_S)
+        return pause
+
+
 def _precondition_failed(reason: BaseException) -> bool:
     return isinstance(reason, pika.exceptions.ChannelClosedByBroker) and reason.reply_code == _PRECONDITION_FAILED
+
+
+def _type_conflict(reason: BaseException) -> bool:
+    """PRECONDITION_FAILED because the queue exists with another x-queue-type (classic vs quorum)."""
+    return _precondition_failed(reason) and "'x-queue-type'" in str(getattr(reason, "reply_text", ""))
 
 
 # ==== API side ===========================================================================================
 _BEAT_S = 1.0  # the ioloop stamps `beat` this often
 _NOT_READY_AFTER_S = 5.0  # no beat for this long: not ready
 _WEDGED_AFTER_S = 15.0  # no beat for this long: the thread is replaced
+_MISMATCH_LOG_EVERY_S = 60.0
 
 
 class _Link:
     """One publisher thread and its connections; all its state is owned by that thread."""
 
-    def __init__(self, params: pika.URLParameters, queue_args: dict[str, Any], passive_queues: set[str]) -> None:
-        self._params = params
+    def __init__(
+        self,
+        params: pika.URLParameters | Sequence[pika.URLParameters],
+        queue_args: dict[str, Any],
+        passive_queues: set[str],
+        queue_type: str = "classic",
+    ) -> None:
+        self._nodes = _Nodes(params)
         self._queue_args = queue_args
+        self._queue_type = queue_type
+        self._mismatch_logged: dict[str, float] = {}  # queue -> when its type conflict was last logged
         self._passive_queues = passive_queues  # shared by links: queues that exist with other arguments
         self.connection: pika.SelectConnection | None = None
         self.channel: pika.channel.Channel | None = None
@@ -158,13 +246,12 @@ class _Link:
 
     # ---- publisher thread ------------------------------------------------------------------------------
     def run(self) -> None:
-        backoff = _BACKOFF_START_S
         while not self.stopping:
             opened_at = time.monotonic()
             self.beat = opened_at
             try:
                 self.connection = pika.SelectConnection(
-                    self._params,
+                    self._nodes.current,
                     on_open_callback=self._guard(self._on_connection_open),
                     on_open_error_callback=self._guard(self._on_connection_open_error),
                     on_close_callback=self._guard(self._on_connection_closed),
@@ -180,12 +267,10 @@ class _Link:
                         self.connection.close()
             if self.stopping:
                 break
-            # A connection that lived a while resets the backoff: this is a new outage.
-            if time.monotonic() - opened_at > 30:
-                backoff = _BACKOFF_START_S
+            pause = self._nodes.ended(time.monotonic() - opened_at)  # the next node, if there are several
             self.beat = time.monotonic()
-            time.sleep(backoff)
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            if pause:
+                time.sleep(pause)
 
     def _guard(self, callback: Callable[..., None]) -> Callable[..., None]:
         """An exception in a callback must not end the ioloop thread: log it and reconnect."""
@@ -237,11 +322,11 @@ class _Link:
             self.connection.close()
 
     def _on_connection_open(self, connection: pika.SelectConnection) -> None:
-        log.info("connected to the broker")
+        log.info("connected to the broker at %s", self._nodes.where())
         connection.channel(on_open_callback=self._guard(self._on_channel_open))
 
     def _on_connection_open_error(self, connection: pika.SelectConnection, error: BaseException) -> None:
-        log.warning("cannot connect to the broker: %s", error.__class__.__name__)
+        log.warning("cannot connect to the broker at %s: %s", self._nodes.where(), error.__class__.__name__)
         connection.ioloop.stop()
 
     def _on_connection_closed(self, connection: pika.SelectConnection, reason: BaseException) -> None:
@@ -267,16 +352,29 @@ class _Link:
     def _on_channel_closed(self, channel: pika.channel.Channel, reason: BaseException) -> None:
         self.ready.clear()
         self.channel = None
-        if _precondition_failed(reason):
+        error = BrokerUnavailable(f"channel closed: {reason}")
+        if _type_conflict(reason):
+            # Not used as it is: the operator chose the type for the queue's availability.
+            for queue, _ in self.pending_declares:
+                self._log_mismatch(queue)
+            error = QueueTypeMismatch(str(reason))
+        elif _precondition_failed(reason):
             # A queue declared before limits existed keeps its arguments: use it as it is (DESIGN.md).
             for queue, _ in self.pending_declares:
                 log.warning("queue %s exists with other arguments (no length limit); using it as it is", queue)
                 self._passive_queues.add(queue)
-        self._fail_all(BrokerUnavailable(f"channel closed: {reason}"))
+        self._fail_all(error)
         connection = self.connection
         if connection is not None and connection.is_open and not self.stopping:
             log.warning("broker channel closed (%s); reopening", reason)
             connection.channel(on_open_callback=self._guard(self._on_channel_open))
+
+    def _log_mismatch(self, queue: str) -> None:
+        """Once a minute per queue: every request for the model meets it until an operator acts."""
+        now = time.monotonic()
+        if now - self._mismatch_logged.get(queue, -_MISMATCH_LOG_EVERY_S) >= _MISMATCH_LOG_EVERY_S:
+            self._mismatch_logged[queue] = now
+            log.error("%s", queue_type_mismatch(queue, self._queue_type))
 
     def _fail_all(self, error: BrokerUnavailable) -> None:
         pending, self.pending = self.pending, {}
@@ -362,9 +460,15 @@ class _Link:
 class Publisher:
     """Publishes persistent job messages with confirms over one connection."""
 
-    def __init__(self, amqp_url: str, queue_max_length: int = DEFAULT_QUEUE_MAX_LENGTH) -> None:
-        self._params = _connection_parameters(amqp_url, name="mlstack-api")
-        self._queue_args = model_queue_arguments(queue_max_length)
+    def __init__(
+        self,
+        amqp_urls: str | Sequence[str],
+        queue_max_length: int = DEFAULT_QUEUE_MAX_LENGTH,
+        queue_type: str = "classic",
+    ) -> None:
+        self._params = _node_parameters(amqp_urls, name="mlstack-api")
+        self._queue_type = queue_type
+        self._queue_args = model_queue_arguments(queue_max_length, queue_type)
         self._passive_queues: set[str] = set()
         self._lock = threading.Lock()
         self._started = False
@@ -419,7 +523,7 @@ class Publisher:
 
     # ---- supervision ----------------------------------------------------------------
     def _new_link(self) -> _Link:
-        return _Link(self._params, self._queue_args, self._passive_queues)
+        return _Link(self._params, self._queue_args, self._passive_queues, self._queue_type)
 
     def _current(self) -> _Link:
         """The live link; a dead or wedged publisher thread is replaced here."""
@@ -503,7 +607,7 @@ class JobConsumer:
 
     def __init__(
         self,
-        amqp_url: str,
+        amqp_urls: str | Sequence[str],
         queues: list[str],
         handler: Callable[[Delivery], Verdict],
         prefetch: int = 1,
@@ -513,8 +617,10 @@ class JobConsumer:
         name: str = "mlstack-worker",
         batch_handler: Callable[[list[Delivery]], list[Verdict]] | None = None,
         batch_limits: dict[str, BatchLimit] | None = None,
+        queue_type: str = "classic",
     ) -> None:
-        self._params = _connection_parameters(amqp_url, heartbeat_s=30, name=name)
+        self._nodes = _Nodes(_node_parameters(amqp_urls, heartbeat_s=30, name=name))
+        self._queue_type = queue_type
         self._batch_handler = batch_handler
         self._batch_limits = {q: b for q, b in (batch_limits or {}).items() if b.max_batch > 1 and batch_handler}
         # Deliveries of batched queues waiting for the job thread (filled by the I/O thread).
@@ -524,7 +630,7 @@ class JobConsumer:
         self._queues = queues
         self._handler = handler
         self._prefetch = prefetch
-        self._queue_args = model_queue_arguments(queue_max_length)
+        self._queue_args = model_queue_arguments(queue_max_length, queue_type)
         self._max_attempts = max_attempts
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: set[Future[None]] = set()
@@ -536,19 +642,21 @@ class JobConsumer:
         self.last_tick = time.monotonic()
 
     def run(self) -> None:
-        """Consume until ``stop()``; reconnect with backoff when the broker goes away."""
-        backoff = _BACKOFF_START_S
+        """Consume until ``stop()``; move to the next node (with backoff once all failed) when the
+        broker goes away. Raises ``QueueTypeMismatch``: retrying cannot fix it, an operator must."""
         while not self._stopping.is_set():
+            started = time.monotonic()
+            node = self._nodes.where()
             try:
                 self._consume_once()
-                backoff = _BACKOFF_START_S
             except (pika.exceptions.AMQPError, OSError) as exc:
                 self.connected.clear()
                 if self._stopping.is_set():
                     break
-                log.warning("broker connection lost (%s); retrying in %.1fs", exc.__class__.__name__, backoff)
-                self._wait(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                pause = self._nodes.ended(time.monotonic() - started)
+                log.warning("broker connection to %s lost or refused (%s); trying %s in %.1fs", node,
+                            exc.__class__.__name__, self._nodes.where(), pause)  # fmt: skip
+                self._wait(pause)
 
     def stop(self) -> None:
         """Stop consuming: the job in progress finishes and is settled first."""
@@ -564,31 +672,52 @@ class JobConsumer:
 
     def _declare(self, channel: pika.adapters.blocking_connection.BlockingChannel) -> None:
         assert self._connection is not None
-        channel.queue_declare(DEAD_LETTER_QUEUE, durable=True, arguments={"x-max-length": DEAD_LETTER_MAX_LENGTH})
+        dead_args = _typed({"x-max-length": DEAD_LETTER_MAX_LENGTH}, self._queue_type)
+        self._declare_typed(channel, DEAD_LETTER_QUEUE, dead_args)
         channel.exchange_declare(RETRY_EXCHANGE, exchange_type="fanout", durable=True)
-        channel.queue_declare(
-            RETRY_QUEUE, durable=True, arguments={"x-message-ttl": RETRY_DELAY_MS, "x-dead-letter-exchange": ""}
-        )
+        retry_args = _typed({"x-message-ttl": RETRY_DELAY_MS, "x-dead-letter-exchange": ""}, self._queue_type)
+        self._declare_typed(channel, RETRY_QUEUE, retry_args)
         channel.queue_bind(RETRY_QUEUE, RETRY_EXCHANGE)
+
+    def _declare_typed(
+        self, channel: pika.adapters.blocking_connection.BlockingChannel, queue: str, arguments: dict[str, Any]
+    ) -> None:
+        try:
+            channel.queue_declare(queue, durable=True, arguments=arguments)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if _type_conflict(exc):
+                raise QueueTypeMismatch(queue_type_mismatch(queue, self._queue_type)) from None
+            raise
 
     def _declare_model_queue(
         self, channel: pika.adapters.blocking_connection.BlockingChannel, queue: str
     ) -> pika.adapters.blocking_connection.BlockingChannel:
-        """Declare with the limit; a queue that exists with other arguments is used as it is."""
+        """Declare with the limit; a queue that exists with other arguments is used as it is,
+        one of the other type is not (``QueueTypeMismatch``)."""
         try:
-            channel.queue_declare(queue, durable=True, arguments=self._queue_args)
+            self._declare_typed(channel, queue, self._queue_args)
             return channel
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code != _PRECONDITION_FAILED:
                 raise
-        log.warning("queue %s exists with other arguments (no length limit); using it as it is", queue)
         assert self._connection is not None
+        if self._queue_type == "quorum":
+            # RabbitMQ names the first argument that differs: a classic queue of a release before
+            # queue limits is refused for x-max-length. With the type alone, the type is compared.
+            probe = self._connection.channel()
+            try:
+                self._declare_typed(probe, queue, _typed({}, "quorum"))
+                probe.close()
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != _PRECONDITION_FAILED:
+                    raise
+        log.warning("queue %s exists with other arguments (no length limit); using it as it is", queue)
         channel = self._connection.channel()
         channel.queue_declare(queue, passive=True)
         return channel
 
     def _consume_once(self) -> None:
-        self._connection = pika.BlockingConnection(self._params)
+        self._connection = pika.BlockingConnection(self._nodes.current)
         # One job at a time per process: models are not assumed thread-safe.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job")
         try:

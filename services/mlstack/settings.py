@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 DEFAULT_ENV_FILE = "/etc/mlstack/mlstack.env"
 WORKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
@@ -104,18 +105,69 @@ class _Reader:
             self.problems.append(f"{name}: must start with one of {', '.join(s + '://' for s in schemes)}")
         return value
 
+    def urls(self, name: str, default: str, schemes: tuple[str, ...]) -> tuple[str, ...]:
+        """One URL per cluster node, comma-separated; all must name the same user and vhost.
+        Problems name the entry by position, never its text (it holds a password)."""
+        entries = [e.strip() for e in self.text(name, default).split(",")]
+        prefixes = tuple(f"{s}://" for s in schemes)
+        identities: set[tuple[str, str]] = set()
+        for number, entry in enumerate(entries, 1):
+            where = f"{name}: URL {number} of {len(entries)}"
+            if not entry:
+                self.problems.append(f"{where} is empty (URLs are separated by single commas)")
+                continue
+            if not entry.startswith(prefixes):
+                self.problems.append(f"{where} must start with one of {', '.join(prefixes)}")
+                continue
+            parts = urlsplit(entry)
+            try:
+                _ = parts.port  # raises on a port that is not a number
+            except ValueError:
+                self.problems.append(f"{where} has a port that is not a number from 0 to 65535")
+                continue
+            if not parts.hostname:
+                self.problems.append(f"{where} names no host")
+                continue
+            identities.add((parts.username or "", parts.path))
+        if len(identities) > 1:
+            self.problems.append(f"{name}: every URL must name the same user and vhost (one URL per node)")
+        return tuple(entries)
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default).lower()
+        if value not in choices:
+            self.problems.append(f"{name}: {value[:40]!r} is not one of {', '.join(choices)}")
+            return default
+        return value
+
     def finish(self) -> None:
         if self.problems:
             raise SettingsError(self.problems)
 
 
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+QUEUE_TYPES = ("classic", "quorum")
+
+
 @dataclass(frozen=True)
 class BrokerSettings:
-    amqp_url: str
+    # One URL per RabbitMQ node (MLSTACK_AMQP_URL, comma-separated): clients fail over between them.
+    amqp_urls: tuple[str, ...] = field(repr=False)
     # Seconds to wait for a publisher confirm before telling the client the broker failed.
     confirm_timeout_s: float = 5.0
     # x-max-length of every model queue; the API and the workers must use the same value.
     queue_max_length: int = 10_000
+    # `quorum` on a cluster of 3+ nodes (replicated queues); API and workers must agree.
+    queue_type: str = "classic"
+
+    @classmethod
+    def read(cls, r: _Reader, *, confirm_timeout: bool) -> BrokerSettings:
+        return cls(
+            amqp_urls=r.urls("MLSTACK_AMQP_URL", DEFAULT_AMQP_URL, ("amqp", "amqps")),
+            confirm_timeout_s=r.number("MLSTACK_BROKER_CONFIRM_TIMEOUT_S", 5.0, float, 0.1) if confirm_timeout else 5.0,
+            queue_max_length=r.number("MLSTACK_QUEUE_MAX_LENGTH", 10_000, int, 1),
+            queue_type=r.choice("MLSTACK_QUEUE_TYPE", "classic", QUEUE_TYPES),
+        )
 
 
 @dataclass(frozen=True)
@@ -175,11 +227,7 @@ class ApiSettings:
             worker_token=worker_token,
             mongodb_uri=r.url("MLSTACK_MONGODB_URI", "mongodb://127.0.0.1:27017", ("mongodb", "mongodb+srv")),
             mongodb_db=r.text("MLSTACK_MONGODB_DB", "ml_api_db"),
-            broker=BrokerSettings(
-                amqp_url=r.url("MLSTACK_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F", ("amqp", "amqps")),
-                confirm_timeout_s=r.number("MLSTACK_BROKER_CONFIRM_TIMEOUT_S", 5.0, float, 0.1),
-                queue_max_length=r.number("MLSTACK_QUEUE_MAX_LENGTH", 10_000, int, 1),
-            ),
+            broker=BrokerSettings.read(r, confirm_timeout=True),
             job_ttl_ms=r.number("MLSTACK_JOB_TTL_MS", 90_000, int, 1),
             feedback_model_interval_s=r.number("MLSTACK_FEEDBACK_MODEL_INTERVAL_S", 1800.0, float, 0),
             feedback_global_interval_s=r.number("MLSTACK_FEEDBACK_GLOBAL_INTERVAL_S", 120.0, float, 0),
@@ -240,10 +288,7 @@ class WorkerSettings:
         settings = cls(
             api_url=r.url("MLSTACK_API_URL", None, ("http", "https")).rstrip("/"),
             worker_token=r.text("MLSTACK_WORKER_TOKEN", secret=True),
-            broker=BrokerSettings(
-                amqp_url=r.url("MLSTACK_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F", ("amqp", "amqps")),
-                queue_max_length=r.number("MLSTACK_QUEUE_MAX_LENGTH", 10_000, int, 1),
-            ),
+            broker=BrokerSettings.read(r, confirm_timeout=False),
             bundle_dir=bundle_dir.resolve(),
             worker_id=worker_id,
             state_dir=state_dir.resolve(),

@@ -87,7 +87,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Created here, after gunicorn forked: each API process owns its connections.
         store = JobStore(settings.mongodb_uri, settings.mongodb_db, retention_days=settings.job_retention_days)
-        publisher = Publisher(settings.broker.amqp_url, queue_max_length=settings.broker.queue_max_length)
+        broker = settings.broker
+        publisher = Publisher(broker.amqp_urls, queue_max_length=broker.queue_max_length, queue_type=broker.queue_type)
         publisher.start()
         app.state.services = Services(settings=settings, store=store, publisher=publisher)
         indexes = asyncio.create_task(_ensure_indexes(store))

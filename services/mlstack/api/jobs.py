@@ -16,7 +16,7 @@ from typing import Any
 from mlstack import messages
 from mlstack.api.errors import ContractError, job_error
 from mlstack.api.services import Services
-from mlstack.broker import BrokerUnavailable, NoRoute, QueueFull
+from mlstack.broker import BrokerUnavailable, NoRoute, QueueFull, QueueTypeMismatch
 from mlstack.jobstore import UNFINISHED, StoreError
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,8 @@ async def enqueue(
         raise job_error(messages.DB_JOB_CREATE_FAILED, model_name=model_name, method=method) from None
     try:
         consumers = await services.consumer_count(queue)
+    except QueueTypeMismatch:  # the publisher logged how to migrate the queue
+        raise job_error(messages.BROKER_UNREACHABLE, **error_fields) from None
     except BrokerUnavailable:
         log.warning("broker unreachable while checking consumers of %s", queue)
         raise job_error(messages.BROKER_UNREACHABLE, **error_fields) from None

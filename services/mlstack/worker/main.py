@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mlstack.broker import JobConsumer
+from mlstack.broker import JobConsumer, QueueTypeMismatch
 from mlstack.logging_setup import configure_logging
 from mlstack.params_conf import ParamsConfError, read_params_conf
 from mlstack.registry import RegistryClient
@@ -33,6 +33,9 @@ LAST_GOOD_DIR = "last-good"
 TIME_LIMIT_KEY = "time_limit_s"
 # Exit status when a model call stays stuck past its grace period: systemd restarts the unit.
 EXIT_MODEL_WEDGED = 70
+# Exit status when a queue exists with the other type (classic vs quorum): an operator must act
+# (EX_CONFIG; systemd's restarts would only repeat the message).
+EXIT_QUEUE_TYPE_MISMATCH = 78
 # The consuming loop turns at least every second; older than this, it is not making progress.
 LOOP_STALL_S = 10.0
 
@@ -133,7 +136,7 @@ class PubWorker:
         # Room for the next batch to arrive while one runs.
         prefetch = max([self.settings.prefetch, *(2 * limit.max_batch for limit in batching.values())])
         self.consumer = JobConsumer(
-            self.settings.broker.amqp_url,
+            self.settings.broker.amqp_urls,
             [queues[name] for name in self.models],
             self.jobs.handle,
             prefetch,
@@ -142,6 +145,7 @@ class PubWorker:
             name=f"mlstack-worker {self.settings.worker_id}",
             batch_handler=self.jobs.handle_batch,
             batch_limits=batching,
+            queue_type=self.settings.broker.queue_type,
         )
         guarded_thread("heartbeat", self.heartbeat, self.stopping)
         if self.monitor.watched():
@@ -242,6 +246,10 @@ def main() -> None:
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     try:
         worker.run()
+    except QueueTypeMismatch as exc:
+        log.critical("%s; exiting", exc)
+        worker.exit_code = EXIT_QUEUE_TYPE_MISMATCH
+        worker.stop()
     finally:
         try:
             worker.api.deregister(settings.worker_id)

@@ -216,5 +216,12 @@ def test_a_queue_from_before_queue_limits_is_refused_too(quorum_stack: Stack) ->
     worker = _worker(quorum_stack, "rows-quorum", "batch", QUORUM)
     assert _exit_code(worker) == EXIT_QUEUE_TYPE_MISMATCH, worker.proc.log_tail()
     log = worker.proc.log_path.read_text(errors="replace")
-    assert f"queue {queue} exists as a classic queue but MLSTACK_QUEUE_TYPE=quorum" in log, log[-3000:]
+    line = f"queue {queue} exists as a classic queue but MLSTACK_QUEUE_TYPE=quorum"
+    assert line in log, log[-3000:]
+    # The API asks again the same way: every answer is its contract error, never the queue used as it is.
+    api = quorum_stack.client()
+    for _ in range(4):
+        assert api.inference("TEST_ROWS", "predict", [[1]]) == c.error(c.BROKER_DOWN)
+    api_log = quorum_stack.apis[0].proc.log_path.read_text(errors="replace")
+    assert line in api_log and "Traceback" not in api_log, api_log[-3000:]
     assert queue_types(quorum_stack.vhost)[queue] == "classic"

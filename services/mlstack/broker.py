@@ -29,6 +29,10 @@ cannot even be declared, and a worker that cannot declare them cannot consume at
 ``x-max-length``/``x-overflow``, ``x-message-ttl``, dead-lettering and per-message expiration
 all work on quorum queues from RabbitMQ 3.10 (Debian 12's release). A queue that exists with
 the other type is refused by RabbitMQ (PRECONDITION_FAILED): ``QueueTypeMismatch``.
+We use nothing quorum queues lack (no exclusive/auto-delete queues, priorities or global QoS).
+On RabbitMQ 4.x a quorum queue drops a message redelivered 20 times (its default delivery
+limit; 3.x has none): a message whose workers were lost (or failed to settle it) 20 times;
+its job then ends by TTL.
 """
 
 from __future__ import annotations
@@ -199,8 +203,12 @@ class _Link:
         queue_args: dict[str, Any],
         passive_queues: set[str],
         queue_type: str = "classic",
+        probe_queues: set[str] | None = None,
     ) -> None:
         self._nodes = _Nodes(params)
+        # Shared by links, quorum only: queues refused for an argument other than the type, declared
+        # again with the type alone to learn whether they are classic.
+        self._probe_queues = set() if probe_queues is None else probe_queues
         self._queue_args = queue_args
         self._queue_type = queue_type
         self._mismatch_logged: dict[str, float] = {}  # queue -> when its type conflict was last logged
@@ -361,6 +369,11 @@ class _Link:
         elif _precondition_failed(reason):
             # A queue declared before limits existed keeps its arguments: use it as it is (DESIGN.md).
             for queue, _ in self.pending_declares:
+                if self._queue_type == "quorum" and queue not in self._probe_queues:
+                    # RabbitMQ names the first argument that differs: a classic queue from before queue
+                    # limits is refused for x-max-length. The next declare sends the type alone.
+                    self._probe_queues.add(queue)
+                    continue
                 log.warning("queue %s exists with other arguments (no length limit); using it as it is", queue)
                 self._passive_queues.add(queue)
         self._fail_all(error)
@@ -419,7 +432,12 @@ class _Link:
                 future.set_result(frame.method.consumer_count)
 
         passive = queue in self._passive_queues
-        arguments = None if passive else self._queue_args
+        if passive:
+            arguments = None
+        elif queue in self._probe_queues:
+            arguments = _typed({}, "quorum")
+        else:
+            arguments = self._queue_args
         channel.queue_declare(
             queue, passive=passive, durable=True, arguments=arguments, callback=self._guard(on_declared)
         )
@@ -470,6 +488,7 @@ class Publisher:
         self._queue_type = queue_type
         self._queue_args = model_queue_arguments(queue_max_length, queue_type)
         self._passive_queues: set[str] = set()
+        self._probe_queues: set[str] = set()
         self._lock = threading.Lock()
         self._started = False
         self._stopping = threading.Event()
@@ -523,7 +542,7 @@ class Publisher:
 
     # ---- supervision ----------------------------------------------------------------
     def _new_link(self) -> _Link:
-        return _Link(self._params, self._queue_args, self._passive_queues, self._queue_type)
+        return _Link(self._params, self._queue_args, self._passive_queues, self._queue_type, self._probe_queues)
 
     def _current(self) -> _Link:
         """The live link; a dead or wedged publisher thread is replaced here."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -52,6 +53,12 @@ def default_venv_dir(bundle: Path, requirements: Path) -> Path:
         root = str(Path(cache) / "mlstack" / "venvs")
     text = requirements.read_bytes() if requirements.is_file() else b""
     return Path(root).expanduser().resolve() / f"{bundle.resolve().name}-{hashlib.sha256(text).hexdigest()[:12]}"
+
+
+def pip_site_args() -> list[str]:
+    """The site's extra ``pip install`` arguments (MLSTACK_PIP_ARGS, shell words), e.g. the
+    wheelhouse of a host without internet (``--no-index --find-links DIR``) or a mirror."""
+    return shlex.split(os.environ.get("MLSTACK_PIP_ARGS", ""))
 
 
 def _base_python() -> str:
@@ -108,6 +115,7 @@ def ensure_venv(venv: Path, requirements: Path, say: Callable[[str], None] = lam
         say(f"updating virtualenv {venv} (log: {log_file})")
     stamp.unlink(missing_ok=True)
     pip = [str(python), "-m", "pip", "install", "--no-input", "--disable-pip-version-check", "--progress-bar", "off"]
+    pip += pip_site_args()
     if requirements.is_file():
         _run([*pip, "-r", str(requirements)], log_file, f"pip install -r {requirements}")
     installed = _probe(python)

@@ -9,7 +9,6 @@ x-overflow reject-publish, x-message-ttl and dead-lettering (mlstack.retry), per
 from __future__ import annotations
 
 import secrets
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,15 @@ import pymongo
 import pytest
 from mlstack.broker import Delivery, JobConsumer, Outcome, Verdict, model_queue_arguments
 from support import contract as c
-from support.amqp import DEAD_LETTER_QUEUE, MODEL_QUEUE_PREFIX, channel, dead_letters, publish_raw, queue_messages
+from support.amqp import (
+    DEAD_LETTER_QUEUE,
+    MODEL_QUEUE_PREFIX,
+    channel,
+    dead_letters,
+    list_queues,
+    publish_raw,
+    queue_messages,
+)
 from support.infra import BUNDLES, MongoServer, RabbitVhost, Worker
 from support.procs import wait_for
 from support.stack import Stack
@@ -56,14 +63,7 @@ def quorum_jobs(quorum_stack: Stack) -> Iterator[pymongo.collection.Collection]:
 
 
 def queue_types(vhost: RabbitVhost) -> dict[str, str]:
-    out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "-p", vhost.name, "--no-table-headers", "name", "type"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    return dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+    return list_queues(vhost, "type")
 
 
 def test_jobs_run_and_every_queue_is_quorum(quorum_stack: Stack) -> None:

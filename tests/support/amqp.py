@@ -43,20 +43,23 @@ def take_one(vhost: RabbitVhost, model_name: str) -> dict[str, Any] | None:
         return None if method is None else dict(json.loads(body))
 
 
-def queue_messages(vhost: RabbitVhost, queue: str) -> int:
-    """Ready plus unacknowledged messages of a queue (what `rabbitmqctl list_queues messages` says)."""
+def list_queues(vhost: RabbitVhost, column: str) -> dict[str, str]:
+    """One `rabbitmqctl list_queues` column (e.g. messages, type) of every queue of the vhost, by name."""
     out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "-p", vhost.name, "--no-table-headers", "name", "messages"],
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost.name, "--no-table-headers", "name", column],
         check=True,
         capture_output=True,
         text=True,
         timeout=60,
     ).stdout
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] == queue:
-            return int(parts[1])
-    raise AssertionError(f"queue {queue} not found in vhost {vhost.name}: {out!r}")
+    return dict(parts for line in out.splitlines() if len(parts := line.split()) == 2)
+
+
+def queue_messages(vhost: RabbitVhost, queue: str) -> int:
+    """Ready plus unacknowledged messages of a queue (what `rabbitmqctl list_queues messages` says)."""
+    counts = list_queues(vhost, "messages")
+    assert queue in counts, f"queue {queue} not found in vhost {vhost.name}: {counts}"
+    return int(counts[queue])
 
 
 def dead_letters(vhost: RabbitVhost) -> list[tuple[bytes, dict[str, Any]]]:

@@ -324,6 +324,38 @@ def test_promotion_reaches_the_worker_without_restart(converged: Site, api: obje
     assert answer.get("status") == "Done", (answer, listing)
 
 
+def _prometheus_targets(site: Site) -> dict[str, str]:
+    """job -> health of every active target, from Prometheus's own API on the host."""
+    script = (
+        "import json, urllib.request; "
+        "t = json.load(urllib.request.urlopen('http://127.0.0.1:9090/api/v1/targets', timeout=10)); "
+        "print(json.dumps({a['labels']['job']: a['health'] for a in t['data']['activeTargets']}))"
+    )
+    result = site.run(f'python3 -c "{script}"', check=False, timeout=60)
+    return yaml.safe_load(result.stdout) if result.returncode == 0 else {}
+
+
+def test_monitoring_role_scrapes_the_stack(converged: Site) -> None:
+    """monitoring_enabled: Debian's Prometheus and node exporter on this host, RabbitMQ's plugin on;
+    every target (the API's /metrics, RabbitMQ, the node) is up, on loopback only; a second run
+    changes nothing."""
+    enabled = ("-e", '{"monitoring_enabled": true}')
+    with phase("converge with monitoring_enabled (twice)"):
+        first = converged.playbook("site.yml", *enabled)
+        assert first.returncode == 0, first.stdout[-8000:]
+        second = converged.playbook("site.yml", *enabled)
+    assert second.returncode == 0, second.stdout[-8000:]
+    changed = [line for line in second.stdout.splitlines() if line.startswith("changed:")]
+    assert recap(second.stdout)["changed"] == 0, "\n".join(changed) + second.stdout[-3000:]
+    for unit in ("prometheus.service", "prometheus-node-exporter.service"):
+        assert converged.run(f"systemctl is-active {unit}", check=False).stdout.strip() == "active", unit
+    wanted = {"mlstack-api": "up", "rabbitmq": "up", "node": "up"}
+    wait_for("every Prometheus target up", lambda: _prometheus_targets(converged) == wanted, 120, 3)
+    listening = converged.run("ss -Hltn '( sport = :9090 or sport = :9100 or sport = :15692 )'").stdout
+    addresses = {line.split()[3].rsplit(":", 1)[0] for line in listening.splitlines()}
+    assert addresses and addresses <= {"127.0.0.1", "[::1]"}, listening
+
+
 def test_power_off_and_boot(converged: Site) -> None:
     """Jobs accepted just before a power-off end Done after the boot. The worker is frozen (SIGSTOP) so
     that they are still pending: it stays the queue's consumer (the API accepts jobs only for a model

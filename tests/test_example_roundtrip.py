@@ -7,7 +7,6 @@ import subprocess
 from datetime import date, timedelta
 
 import httpx
-import pymongo
 from support import contract as c
 from support.stack import Stack
 
@@ -28,12 +27,8 @@ def test_version_names_the_mllibprodest_of_the_model_runtime(example_worker: Sta
 
 
 def _predict_jobs_done(stack: Stack, model_name: str) -> int:
-    client: pymongo.MongoClient = pymongo.MongoClient(stack.mongo.uri, serverSelectionTimeoutMS=5000)
-    try:
-        query = {"model_name": model_name, "method": "predict", "status": "Done"}
-        return client[stack.db_name]["col_jobs"].count_documents(query)
-    finally:
-        client.close()
+    with stack.jobs_collection() as jobs:
+        return jobs.count_documents({"model_name": model_name, "method": "predict", "status": "Done"})
 
 
 def test_example_model_round_trip(example_worker: Stack) -> None:

@@ -26,11 +26,8 @@ def api(main_stack: Stack) -> ApiClient:
 
 @pytest.fixture(scope="module")
 def jobs(main_stack: Stack) -> Iterator[pymongo.collection.Collection]:
-    client: pymongo.MongoClient = pymongo.MongoClient(main_stack.mongo.uri, serverSelectionTimeoutMS=5000)
-    try:
-        yield client[main_stack.db_name]["col_jobs"]
-    finally:
-        client.close()
+    with main_stack.jobs_collection() as jobs:
+        yield jobs
 
 
 def raw(body: object) -> bytes:

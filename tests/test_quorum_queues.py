@@ -55,11 +55,8 @@ def quorum_stack(workdir: Path, mongo: MongoServer) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def quorum_jobs(quorum_stack: Stack) -> Iterator[pymongo.collection.Collection]:
-    client: pymongo.MongoClient = pymongo.MongoClient(quorum_stack.mongo.uri, serverSelectionTimeoutMS=5000)
-    try:
-        yield client[quorum_stack.db_name]["col_jobs"]
-    finally:
-        client.close()
+    with quorum_stack.jobs_collection() as jobs:
+        yield jobs
 
 
 def queue_types(vhost: RabbitVhost) -> dict[str, str]:

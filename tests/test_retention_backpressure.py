@@ -54,11 +54,8 @@ def bounds_stack(workdir: Path, mongo: MongoServer) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def bounds_jobs(bounds_stack: Stack) -> Iterator[pymongo.collection.Collection]:
-    client: pymongo.MongoClient = pymongo.MongoClient(bounds_stack.mongo.uri, serverSelectionTimeoutMS=5000)
-    try:
-        yield client[bounds_stack.db_name]["col_jobs"]
-    finally:
-        client.close()
+    with bounds_stack.jobs_collection() as jobs:
+        yield jobs
 
 
 def _started(stack: Stack, token: str) -> bool:

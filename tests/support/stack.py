@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+import pymongo
 
 from .client import ApiClient
 from .infra import BUNDLES, ApiServer, MongoServer, RabbitVhost, Worker
@@ -97,6 +100,15 @@ class Stack:
         c = ApiClient(self.apis[api_index].url, self.api_token if token is None else token)
         self._clients.append(c)
         return c
+
+    @contextlib.contextmanager
+    def jobs_collection(self) -> Iterator[pymongo.collection.Collection]:
+        """This stack's col_jobs, read straight from the database (what the API stored)."""
+        client: pymongo.MongoClient = pymongo.MongoClient(self.mongo.uri, serverSelectionTimeoutMS=5000)
+        try:
+            yield client[self.db_name]["col_jobs"]
+        finally:
+            client.close()
 
     def exec_events(self) -> list[dict]:
         """Every model call the test bundles logged, over all workers (alive or not) of this stack."""

@@ -54,6 +54,8 @@ import pika.exceptions
 import pika.frame
 import pika.spec
 
+from mlstack.settings import QUEUE_TYPES
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -79,9 +81,6 @@ _PRECONDITION_FAILED = 406
 def queue_name(model_name: str) -> str:
     """One durable queue per model: every worker serving the model consumes it."""
     return QUEUE_PREFIX + model_name
-
-
-QUEUE_TYPES = ("classic", "quorum")
 
 
 def _typed(arguments: dict[str, Any], queue_type: str) -> dict[str, Any]:

@@ -106,6 +106,14 @@ def recap(output: str) -> dict[str, int]:
     return {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
 
 
+def recaps(output: str) -> dict[str, dict[str, int]]:
+    """Every host's line of the play recap."""
+    found = RECAP.findall(output)
+    assert found, output[-3000:]
+    keys = ("ok", "changed", "unreachable", "failed")
+    return {host: dict(zip(keys, map(int, counts), strict=True)) for host, *counts in found}
+
+
 def _write_site_files(tmp: Path, host: Host, source: Path = REPO, **extra: object) -> tuple[Path, Path, Path]:
     # Next to the site's group_vars, like an inventory a user keeps in inventory/.
     (tmp / "inventory").mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ stopped by its PID (Host.stop, Harness.close), pass or fail.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
@@ -35,6 +36,10 @@ READY_MARK = ".mlstack-rootfs-ready"
 # the hosts need them to reach PyPI and Debian.
 MACHINE_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 MACHINE_APT_FILES = [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/apt.conf.d/99artifact-registry")]
+# The test bridge's addresses (a private range used only inside its namespace): the control
+# node is .1, host number i is .(10 + i).
+BRIDGE_SUBNET = "10.88.0"
+CLONE_NEWNET = 0x40000000
 
 
 def log(msg: str) -> None:
@@ -119,6 +124,10 @@ class Host:
     workdir: Path
     ssh_key: Path
     ssh_port: int = 0
+    # On a test bridge (Network.attach): the host's own namespace and its address there;
+    # empty: a private network with slirp4netns's outbound link.
+    netns: str = ""
+    address: str = "127.0.0.1"
     nspawn: subprocess.Popen[bytes] | None = None
     slirp: subprocess.Popen[bytes] | None = None
     boots: int = 0
@@ -135,7 +144,11 @@ class Host:
                 "systemd-nspawn",
                 "--register=no",
                 "--keep-unit",
-                "--private-network",
+                *(
+                    [f"--network-namespace-path=/run/netns/{self.netns}", "--resolv-conf=off"]
+                    if self.netns
+                    else ["--private-network"]
+                ),
                 "--quiet",
                 f"--machine={self.name}",
                 "-D",
@@ -151,6 +164,16 @@ class Host:
         init = self._init_pid()
         if not init:
             raise RuntimeError(f"{self.name}: systemd-nspawn exited ({self.nspawn.returncode}); see {console}")
+        if self.netns:
+            self.ssh_port = 22
+        else:
+            self._outbound_link(init)
+        _wait(f"{self.name}: SSH", lambda: self.ssh("true", check=False, timeout=10).returncode == 0, timeout, 1)
+        state = self.ssh("systemctl is-system-running --wait", check=False, timeout=timeout).stdout.strip()
+        log(f"{self.name}: up on {self.address}:{self.ssh_port} (system {state})")
+
+    def _outbound_link(self, init: int) -> None:
+        """slirp4netns: outbound network, and this machine's 127.0.0.1:<ssh_port> to the host's SSH."""
         api = self.workdir / "slirp.sock"
         api.unlink(missing_ok=True)
         self.slirp = subprocess.Popen(
@@ -177,9 +200,6 @@ class Host:
                 "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": self.ssh_port, "guest_port": 22},
             },
         )
-        _wait(f"{self.name}: SSH", lambda: self.ssh("true", check=False, timeout=10).returncode == 0, timeout, 1)
-        state = self.ssh("systemctl is-system-running --wait", check=False, timeout=timeout).stdout.strip()
-        log(f"{self.name}: up on 127.0.0.1:{self.ssh_port} (system {state})")
 
     def _init_pid(self) -> int:
         if self.nspawn is None or self.nspawn.poll() is not None:
@@ -252,7 +272,7 @@ class Host:
 
     def ssh(self, command: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            ["ssh", *self.ssh_args(), "root@127.0.0.1", command],
+            ["ssh", *self.ssh_args(), f"root@{self.address}", command],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -283,12 +303,69 @@ class Host:
                 shutil.copy(path, dest / f"{self.name}-{path.name}")
 
 
+def _ip(*args: str, check: bool = True) -> None:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+
+
+class Network:
+    """A bridge in a network namespace of its own, the hosts' only link: nothing on it routes
+    outward. Each host gets its own namespace with one veth end on the bridge; the control node
+    (this test process, after enter()) is the bridge's own address."""
+
+    def __init__(self, tag: str) -> None:
+        self.name = f"mlstack-net-{tag}"
+        self.namespaces: list[str] = []
+        self.control_address = f"{BRIDGE_SUBNET}.1"
+
+    def create(self) -> None:
+        _ip("netns", "add", self.name)
+        self.namespaces.append(self.name)
+        _ip("-n", self.name, "link", "set", "lo", "up")
+        _ip("-n", self.name, "link", "add", "br0", "type", "bridge")
+        _ip("-n", self.name, "addr", "add", f"{self.control_address}/24", "dev", "br0")
+        _ip("-n", self.name, "link", "set", "br0", "up")
+        log(f"network {self.name}: bridge {BRIDGE_SUBNET}.0/24, no route outward")
+
+    def attach(self, host: Host, number: int) -> None:
+        """The host's namespace, its veth pair to the bridge and its address (set before it boots)."""
+        ns = f"{self.name}-{number}"
+        _ip("netns", "add", ns)
+        self.namespaces.append(ns)
+        _ip("-n", ns, "link", "set", "lo", "up")
+        port = f"mlsbr{number}"  # the bridge's end (interface names: 15 characters at most)
+        _ip("-n", self.name, "link", "add", port, "type", "veth", "peer", "name", "host0", "netns", ns)
+        _ip("-n", self.name, "link", "set", port, "master", "br0", "up")
+        host.address = f"{BRIDGE_SUBNET}.{10 + number}"
+        _ip("-n", ns, "addr", "add", f"{host.address}/24", "dev", "host0")
+        _ip("-n", ns, "link", "set", "host0", "up")
+        host.netns = ns
+
+    def enter(self) -> None:
+        """Moves this process onto the bridge: the calling thread, and every thread and child process
+        started after it (ansible-playbook, ssh, the test's clients). Call it before any thread starts."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns into {self.name}")
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        for ns in reversed(self.namespaces):
+            _ip("netns", "del", ns, check=False)
+        self.namespaces.clear()
+
+
 class Harness:
     """Creates hosts under a run directory; close() stops them by PID and deletes their copies."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.hosts: list[Host] = []
+        self.network: Network | None = None  # the multi-host scenario's bridge
         run_dir.mkdir(parents=True, exist_ok=True)
         self.ssh_key = run_dir / "id_ed25519"
         if not self.ssh_key.exists():
@@ -297,8 +374,10 @@ class Harness:
                 check=True,
             )
 
-    def new_host(self, name: str) -> Host:
-        """A fresh copy of the cached root filesystem, prepared for SSH and this machine's network."""
+    def new_host(self, name: str, offline_hosts: dict[str, str] | None = None) -> Host:
+        """A fresh copy of the cached root filesystem, prepared for SSH and this machine's network;
+        with offline_hosts (name -> address of every host on the test bridge), for a site with no
+        route outward instead: no package sources, no DNS, those names in /etc/hosts."""
         base = cached_rootfs()
         workdir = self.run_dir / name
         rootfs = workdir / "rootfs"
@@ -307,6 +386,8 @@ class Harness:
         started = time.monotonic()
         subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(rootfs)], check=True)
         self._prepare(rootfs, name)
+        if offline_hosts is not None:
+            self._air_gap(rootfs, name, offline_hosts)
         host = Host(name=name, rootfs=rootfs, workdir=workdir, ssh_key=self.ssh_key)
         self.hosts.append(host)
         log(f"{name}: root filesystem copied ({time.monotonic() - started:.0f}s)")
@@ -342,6 +423,17 @@ class Harness:
         # A journal on disk, read after a failed boot or a power-off.
         (rootfs / "var/log/journal").mkdir(exist_ok=True)
 
+    @staticmethod
+    def _air_gap(rootfs: Path, name: str, hosts: dict[str, str]) -> None:
+        """As on an isolated site: no apt source or proxy, no name server, no package index;
+        the hosts know each other from /etc/hosts."""
+        for src in [*MACHINE_APT_FILES, Path("/etc/apt/sources.list")]:
+            (rootfs / src.relative_to("/")).unlink(missing_ok=True)
+        (rootfs / "etc/resolv.conf").write_text("# isolated test network: no name server\n")
+        (rootfs / "etc/pip.conf").write_text("[global]\nindex-url = http://127.0.0.1:9/simple\ntimeout = 2\n")
+        lines = ["127.0.0.1 localhost", "::1 localhost", *(f"{addr} {host}" for host, addr in hosts.items())]
+        (rootfs / "etc/hosts").write_text("\n".join(lines) + "\n")
+
     def close(self) -> None:
         for host in self.hosts:
             try:
@@ -349,6 +441,8 @@ class Harness:
             finally:
                 shutil.rmtree(host.workdir / "rootfs", ignore_errors=True)
         self.hosts.clear()
+        if self.network is not None:
+            self.network.close()
         # nspawn leaves these behind (here /run is no tmpfs).
         for leftover in ("/run/systemd/nspawn/locks", "/run/systemd/nspawn/propagate"):
             for path in Path(leftover).glob("*"):

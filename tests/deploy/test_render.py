@@ -195,7 +195,8 @@ def test_multihost_rabbitmq_cluster(rendered_multihost: Rendered) -> None:
     for host, file in (("api1", "mlstack.env"), ("worker1", "worker.env"), ("worker2", "worker.env")):
         url = env_file(rendered_multihost.host(host) / "etc/mlstack" / file)["MLSTACK_AMQP_URL"]
         # Every node, mq1 first (tests/deploy/test_queue_render.py checks the list and the queue type).
-        assert url.startswith("amqp://mlstack:") and f"@{ADDR['mq1']}:5672/mlstack," in url
+        user = "mlstack-api" if file == "mlstack.env" else "mlstack-worker"  # one user per component
+        assert url.startswith(f"amqp://{user}:") and f"@{ADDR['mq1']}:5672/mlstack," in url
 
 
 def test_multihost_minio_distributed_and_mlflow_on_it(rendered_multihost: Rendered) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import yaml
 from deploy_support import REPO
 
 PACKAGE_LIST = REPO / "bin" / "lib" / "debian-packages.txt"
+FETCH_DEBS = REPO / "bin" / "fetch-debs"
 APT_MODULES = {"ansible.builtin.apt", "apt"}
 # Task files whose apt tasks run on the hosts besides the roles': the host tests' stand-ins.
 EXTRA_TASK_FILES = [REPO / "tests" / "hosts" / "standins.yml"]
@@ -153,3 +155,22 @@ def test_the_offline_source_comes_before_the_first_apt_task() -> None:
         if role.name != "mlstack":
             meta = yaml.safe_load((role / "meta/main.yml").read_text())
             assert {"role": "mlstack"} in meta["dependencies"], role.name
+
+
+def test_fetch_debs_refuses_another_release(tmp_path: Path) -> None:
+    """bin/fetch-debs gathers the hosts' release only: on another system it stops before fetching."""
+    os_release = tmp_path / "os-release"
+    os_release.write_text('PRETTY_NAME="Ubuntu 24.04 LTS"\nID=ubuntu\nVERSION_CODENAME=noble\n')
+    dest = tmp_path / "debs"
+    script = 'mount --bind "$1" /etc/os-release && exec "$2" "$3"'
+    args = ["sh", str(os_release), str(FETCH_DEBS), str(dest)]
+    result = subprocess.run(
+        ["unshare", "--map-root-user", "--mount", "sh", "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "must run on Debian 12; this machine is Ubuntu 24.04 LTS" in result.stderr
+    assert not dest.exists()

@@ -153,7 +153,14 @@ def _write_site_files(tmp: Path, host: Host, source: Path = REPO, **extra: objec
 
 def snapshot_checkout(dest: Path) -> Path:
     """A copy of this checkout (tracked and new files, as they are now) to deploy from: other
-    work in the tree during the run must not look like a change to the second converge."""
+    work in the tree during the run must not look like a change to the second converge.
+    MLSTACK_HOSTS_SOURCE_REV=<rev>: that commit instead (e.g. HEAD while the tree holds other work)."""
+    rev = os.environ.get("MLSTACK_HOSTS_SOURCE_REV")
+    if rev:
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", rev], cwd=REPO, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        return dest
     files = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,

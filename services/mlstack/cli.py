@@ -1,7 +1,8 @@
 """The ``mlstack`` command-line tool for operators and model developers.
 
 Registry commands read MLFLOW_TRACKING_URI / MLFLOW_TRACKING_USERNAME /
-MLFLOW_TRACKING_PASSWORD (environment, then the mlstack env file). Failures end
+MLFLOW_TRACKING_PASSWORD (environment, then the registry env file, then the mlstack env
+file: ``settings.registry_environment``). Failures end
 with one line on stderr and a non-zero exit status, never a traceback.
 """
 
@@ -20,7 +21,7 @@ from mlstack import SUPPORTED_MLLIBPRODEST, __version__
 from mlstack.health import health_command
 from mlstack.lifecycle import LifecycleError
 from mlstack.registry import RegistryAuthError, RegistryClient, RegistryError, RegistryUnreachable
-from mlstack.settings import ApiSettings, SettingsError, WorkerSettings, merged_environment
+from mlstack.settings import ApiSettings, SettingsError, WorkerSettings, merged_environment, registry_environment
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,7 +56,7 @@ def friendly(func: F) -> F:
 
 
 def registry_client() -> RegistryClient:
-    return RegistryClient.from_env(merged_environment())
+    return RegistryClient.from_env(registry_environment())
 
 
 def say(message: str) -> None:
@@ -106,7 +107,7 @@ def train_command(bundle: Path, venv_dir: Path | None, train_args: tuple[str, ..
     from mlstack.lifecycle.train import now_ms, run_training, runs_since
     from mlstack.lifecycle.venvs import default_venv_dir, ensure_venv
 
-    env = merged_environment()
+    env = registry_environment()
     client = RegistryClient.from_env(env)
     client.check()  # fail before a long training when MLflow is not there or refuses us
     part = part_dir(bundle, "train")
@@ -143,7 +144,7 @@ def retrain_command(bundle: Path, venv_dir: Path | None, workdir: Path | None) -
     from mlstack.lifecycle.bundle import part_dir, read_sections
     from mlstack.lifecycle.venvs import default_venv_dir, ensure_venv
 
-    env = merged_environment()
+    env = registry_environment()
     part = part_dir(bundle, "retrain")
     sections = read_sections(part)
     client = None

@@ -57,6 +57,26 @@ def merged_environment(environ: Mapping[str, str] | None = None) -> dict[str, st
     return merged
 
 
+# Deployed, the registry's writer credentials live in retrain.env (0600) on the first workers host,
+# next to the mlstack env file; the API's env file holds none (README.md, "Who can do what").
+REGISTRY_ENV_FILE_NAME = "retrain.env"
+
+
+def registry_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What the CLI's registry commands read: the mlstack env file, then the registry env file
+    (MLSTACK_REGISTRY_ENV_FILE, default retrain.env beside MLSTACK_ENV_FILE) when this user may
+    read it, then the real environment (it wins)."""
+    env = dict(os.environ if environ is None else environ)
+    env_file = Path(env.get("MLSTACK_ENV_FILE", DEFAULT_ENV_FILE))
+    registry_file = Path(env.get("MLSTACK_REGISTRY_ENV_FILE", str(env_file.parent / REGISTRY_ENV_FILE_NAME)))
+    merged: dict[str, str] = {}
+    for path in (env_file, registry_file):
+        if path.is_file() and os.access(path, os.R_OK):
+            merged.update(read_env_file(path))
+    merged.update(env)
+    return merged
+
+
 class _Reader:
     """Reads typed values and collects problems instead of failing on the first one."""
 

@@ -38,10 +38,28 @@ def test_api_and_workers_get_their_own_broker_user(rendered_default: Rendered) -
             assert creds["rabbitmq_worker_password"] not in text, path
 
 
+def test_api_gets_no_registry_credentials_and_workers_only_the_reader(rendered_multihost: Rendered) -> None:
+    creds = _creds(rendered_multihost)
+    for host in ("api1", "api2"):
+        api = env_file(rendered_multihost.host(host) / "etc/mlstack/mlstack.env")
+        assert not [k for k in api if k.startswith(("MLFLOW_", "AWS_"))], api.keys()
+    for host in ("worker1", "worker2"):
+        worker = env_file(rendered_multihost.host(host) / "etc/mlstack/worker.env")
+        assert worker["MLFLOW_TRACKING_USERNAME"] == "mlstack-reader"
+        assert worker["MLFLOW_TRACKING_PASSWORD"] == creds["mlflow_reader_password"]
+    # The writer (admin) only where training and retrain run (the first workers host) and on MLflow's host.
+    holders = sorted(
+        f"{p.relative_to(rendered_multihost.root).parts[0]}:{p.name}"
+        for p in rendered_multihost.root.rglob("*")
+        if p.is_file() and creds["mlflow_admin_password"] in p.read_text(errors="replace")
+    )
+    assert holders == ["mlflow1:mlflow.env", "worker1:retrain.env"], holders
+
+
 def test_rotation_covers_the_new_secrets() -> None:
     play = yaml.safe_load((REPO / "playbooks/rotate-secrets.yml").read_text())
     rotated = play[0]["vars"]["rotate_secrets_default"]
-    assert {"rabbitmq_api_password", "rabbitmq_worker_password"} <= set(rotated)
+    assert {"rabbitmq_api_password", "rabbitmq_worker_password", "mlflow_reader_password"} <= set(rotated)
     assert "rabbitmq_app_password" not in rotated
 
 

@@ -143,3 +143,20 @@ def test_the_worker_user_cannot_read_dead_letters_or_declare_other_resources(spl
     _refused(url, lambda ch: ch.queue_declare("other.queue", durable=True))
     _refused(url, lambda ch: ch.exchange_declare("mlstack.other", exchange_type="fanout", durable=True))
     _refused(url, lambda ch: ch.basic_publish("amq.topic", "x", b"{}"))
+
+
+def test_what_the_regexes_cannot_prevent(split: Split) -> None:
+    """README.md, "Who can do what": a publish by queue name is a write on amq.default, which both users
+    need, so the worker user can put a message into any model's queue (and the retry exchange would
+    route it there too). If RabbitMQ ever refuses this, the README's limits are out of date."""
+    other = MODEL_QUEUE_PREFIX + "LP_OTHER"
+    with pika.BlockingConnection(pika.URLParameters(split.vhost.url)) as conn:
+        conn.channel().queue_declare(other, durable=True)
+    conn = pika.BlockingConnection(pika.URLParameters(split.urls["worker"]))
+    try:
+        channel = conn.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("", other, b"{}", mandatory=True)
+    finally:
+        conn.close()
+    assert queue_messages(split.vhost, other) == 1

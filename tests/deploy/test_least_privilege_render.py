@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_support import REPO, Rendered, ansible_bin_dir, env_file, run
+from deploy_support import DEFAULT_INVENTORY, RENDER_PLAYBOOK, REPO, Rendered, ansible_bin_dir, env_file, run
 
 RABBITMQ_DEFAULTS = yaml.safe_load((REPO / "roles/rabbitmq/defaults/main.yml").read_text())
 
@@ -54,6 +54,21 @@ def test_api_gets_no_registry_credentials_and_workers_only_the_reader(rendered_m
         if p.is_file() and creds["mlflow_admin_password"] in p.read_text(errors="replace")
     )
     assert holders == ["mlflow1:mlflow.env", "worker1:retrain.env"], holders
+
+
+def test_an_external_broker_can_give_each_component_its_own_user(tmp_path: Path) -> None:
+    api_url, worker_url = "amqp://ext-api:a@192.0.2.9:5672/x", "amqp://ext-worker:w@192.0.2.9:5672/x"
+    extra = {"rabbitmq_install": False, "rabbitmq_external_url": "amqp://shared:s@192.0.2.9:5672/x",
+             "rabbitmq_external_api_url": api_url, "rabbitmq_external_worker_url": worker_url}  # fmt: skip
+    (tmp_path / "vars.json").write_text(json.dumps(extra))
+    python = ansible_bin_dir() / "python"
+    result = run([str(ansible_bin_dir() / "ansible-playbook"), "-i", str(DEFAULT_INVENTORY), str(RENDER_PLAYBOOK),
+                  "-e", f"render_root={tmp_path / 'hosts'}", "-e", f"mlstack_credentials_file={tmp_path / 'c.yml'}",
+                  "-e", f"@{tmp_path / 'vars.json'}", "-e", f"ansible_python_interpreter={python}"])  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+    etc = tmp_path / "hosts" / "localhost" / "etc" / "mlstack"
+    assert env_file(etc / "mlstack.env")["MLSTACK_AMQP_URL"] == api_url
+    assert env_file(etc / "worker.env")["MLSTACK_AMQP_URL"] == worker_url
 
 
 def test_rotation_covers_the_new_secrets() -> None:

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -435,11 +436,18 @@ class Harness:
         (rootfs / "etc/hosts").write_text("\n".join(lines) + "\n")
 
     def close(self) -> None:
-        for host in self.hosts:
+        def stop(host: Host) -> None:
             try:
                 host.kill()
             finally:
                 shutil.rmtree(host.workdir / "rootfs", ignore_errors=True)
+
+        # All at once: a power-off waits for the host's services to stop.
+        stoppers = [threading.Thread(target=stop, args=(host,), name=f"stop-{host.name}") for host in self.hosts]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join()
         self.hosts.clear()
         if self.network is not None:
             self.network.close()

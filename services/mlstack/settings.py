@@ -234,6 +234,9 @@ class ApiSettings:
     # and whether /metrics answers clients other than loopback without a token.
     metrics_dir: str = ""
     metrics_public: bool = False
+    # HTTPS (gunicorn's own TLS): the host's certificate and key, both or neither.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
@@ -265,7 +268,11 @@ class ApiSettings:
             access_log=r.text("MLSTACK_ACCESS_LOG", ""),
             metrics_dir=r.text("MLSTACK_METRICS_DIR", ""),
             metrics_public=r.flag("MLSTACK_METRICS_PUBLIC", False),
+            tls_cert_file=r.text("MLSTACK_TLS_CERT_FILE", ""),
+            tls_key_file=r.text("MLSTACK_TLS_KEY_FILE", ""),
         )
+        if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+            r.problems.append("MLSTACK_TLS_CERT_FILE and MLSTACK_TLS_KEY_FILE: set both for HTTPS, or neither")
         r.finish()
         return settings
 

@@ -63,3 +63,18 @@ def test_gunicorn_exits_with_one_clear_message_on_bad_settings(
         runpy.run_path(str(GUNICORN_CONF))
     assert info.value.code == 2
     assert "MLSTACK_API_TOKEN: required secret is missing" in capsys.readouterr().err
+
+
+def test_https_needs_both_the_certificate_and_the_key() -> None:
+    with pytest.raises(SettingsError) as info:
+        ApiSettings.from_env({**BASE, "MLSTACK_TLS_CERT_FILE": "/etc/mlstack/tls/host.crt"})
+    assert "MLSTACK_TLS_KEY_FILE" in str(info.value)
+    plain = ApiSettings.from_env(BASE)
+    assert (plain.tls_cert_file, plain.tls_key_file) == ("", "")
+
+
+def test_gunicorn_serves_https_with_the_host_certificate(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {**BASE, "MLSTACK_TLS_CERT_FILE": "/c.crt", "MLSTACK_TLS_KEY_FILE": "/c.key"}.items():
+        monkeypatch.setenv(name, value)
+    conf = runpy.run_path(str(GUNICORN_CONF))
+    assert (conf["certfile"], conf["keyfile"]) == ("/c.crt", "/c.key")

@@ -28,6 +28,9 @@ accesslog = _settings.access_log or None
 errorlog = "-"
 loglevel = _settings.log_level.lower()
 proc_name = "mlstack-api"
+# HTTPS with the host's certificate (the site CA's, roles/mlstack/tasks/pki.yml) when both are set.
+certfile = _settings.tls_cert_file or None
+keyfile = _settings.tls_key_file or None
 # gunicorn 27's control socket wants a writable home; the hardened unit has none, and nothing uses it.
 control_socket_disable = True
 

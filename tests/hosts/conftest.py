@@ -12,7 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -97,6 +97,25 @@ class Site:
 
     def run(self, command: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return self.host.ssh(command, check=check, timeout=timeout)
+
+    def api_token(self) -> str:
+        return str(yaml.safe_load(self.credentials.read_text())["api_token"])
+
+    def standins_then_converge(self, label: str) -> subprocess.CompletedProcess[str]:
+        """The stand-ins (they must succeed), then the first `site.yml`, whose result is returned."""
+        with phase("stand-ins (tests/hosts/standins.yml)"):
+            result = self.playbook(str(HOSTS_TESTS / "standins.yml"))
+            assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+        with phase(f"converge: {label}"):
+            return self.playbook("site.yml")
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: float = 1) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
 
 
 def recap(output: str) -> dict[str, int]:
@@ -214,12 +233,7 @@ def site(harness: Harness, request: pytest.FixtureRequest) -> Iterator[Site]:
     inventory, vars_file, credentials = _write_site_files(harness.run_dir, host, source)
     s = Site(host, inventory, vars_file, credentials, log_dir, source)
     try:
-        with phase("stand-ins (tests/hosts/standins.yml)"):
-            result = s.playbook(str(HOSTS_TESTS / "standins.yml"))
-            assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-        with phase("converge: ansible-playbook site.yml"):
-            result = s.playbook("site.yml")
-            s.first_converge = result  # type: ignore[attr-defined]
+        s.first_converge = s.standins_then_converge("ansible-playbook site.yml")  # type: ignore[attr-defined]
         yield s
     finally:
         _collect_on_failure(request, host, log_dir)

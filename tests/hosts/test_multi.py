@@ -26,14 +26,24 @@ from pathlib import Path
 import pymongo
 import pytest
 import yaml
-from conftest import REPO, WHEELHOUSE, Site, _collect_on_failure, log, phase, recaps, snapshot_checkout
+from conftest import (
+    LOG_DIR,
+    REPO,
+    WHEELHOUSE,
+    Site,
+    _collect_on_failure,
+    log,
+    phase,
+    recaps,
+    snapshot_checkout,
+    wait_for,
+)
 from harness import BRIDGE_SUBNET, Harness, Host, Network
 from load import Load, wait_all_final
 
 DEBS = REPO / ".dev/offline/debs"
 STANDINS_WHEELS = REPO / ".dev/offline/standins-wheels"
 STANDINS = ["nx-27017==0.8.1", "moto[server]==5.2.5"]
-HOSTS_TESTS = Path(__file__).resolve().parent
 GROUPS = {
     "mlstack-store": ["database", "storage", "registry"],
     "mlstack-q1": ["queue"],
@@ -53,9 +63,6 @@ class MultiSite(Site):
     def api_urls(self, *names: str) -> list[str]:
         names = names or tuple(n for n, groups in GROUPS.items() if "api" in groups)
         return [f"http://{self.hosts[n].address}:{API_PORT}" for n in names]
-
-    def token(self) -> str:
-        return str(yaml.safe_load(self.credentials.read_text())["api_token"])
 
     def on(self, name: str, command: str, check: bool = True, timeout: float = 300) -> str:
         return self.hosts[name].ssh(command, check=check, timeout=timeout).stdout
@@ -115,7 +122,7 @@ def _write_inventory(tmp: Path, hosts: dict[str, Host], source: Path) -> tuple[P
 
 @pytest.fixture(scope="module")
 def multi(harness: Harness, request: pytest.FixtureRequest) -> Iterator[MultiSite]:
-    log_dir = Path(str(harness.run_dir).replace("/hosts/run/", "/logs/test-hosts/"))
+    log_dir = LOG_DIR / harness.run_dir.name
     log_dir.mkdir(parents=True, exist_ok=True)
     with phase("offline files (bin/fetch-wheels, bin/fetch-debs, the stand-ins' wheels)"):
         _fetch_offline_files()
@@ -135,11 +142,7 @@ def multi(harness: Harness, request: pytest.FixtureRequest) -> Iterator[MultiSit
     inventory, vars_file, credentials = _write_inventory(harness.run_dir, hosts, source)
     site = MultiSite(hosts["mlstack-store"], inventory, vars_file, credentials, log_dir, source, hosts=hosts)
     try:
-        with phase("stand-ins (tests/hosts/standins.yml)"):
-            result = site.playbook(str(HOSTS_TESTS / "standins.yml"))
-            assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-        with phase("converge: ansible-playbook -i <6 hosts> site.yml"):
-            result = site.playbook("site.yml")
+        result = site.standins_then_converge("ansible-playbook -i <6 hosts> site.yml")
         assert result.returncode == 0, result.stdout[-10000:] + result.stderr[-3000:]
         yield site
     finally:
@@ -153,14 +156,6 @@ def _rabbit_running_nodes(site: MultiSite, on: str) -> list[str]:
         return sorted(json.loads(out).get("running_nodes", []))
     except ValueError:
         return []
-
-
-def _wait(what: str, check: object, timeout: float, interval: float = 2) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def _served_by(site: MultiSite, job_ids: list[str]) -> dict[str, str]:
@@ -178,7 +173,7 @@ def _served_by(site: MultiSite, job_ids: list[str]) -> dict[str, str]:
 def _assert_all_done(site: MultiSite, load: Load, timeout: float = 300) -> dict[str, str]:
     accepted = load.accepted()
     assert accepted, f"no job accepted; refusals: {[a.error for a in load.refused()][:5]}"
-    final = wait_all_final(site.api_urls(*_api_hosts_up(site)), site.token(), accepted, timeout)
+    final = wait_all_final(site.api_urls(*_api_hosts_up(site)), site.api_token(), accepted, timeout)
     lost = {j: s for j, s in final.items() if s != "Done"}
     assert not lost, f"{len(lost)} of {len(accepted)} accepted jobs did not end Done: {list(lost.items())[:10]}"
     assert len(final) == len(accepted)
@@ -230,8 +225,8 @@ def test_the_queue_hosts_form_one_cluster_with_quorum_queues(multi: MultiSite) -
 
 
 def test_jobs_through_either_api_end_done_on_both_worker_hosts(multi: MultiSite) -> None:
-    with Load(multi.api_urls(), multi.token(), interval_s=0.05) as load:
-        _wait("60 accepted jobs", lambda: len(load.accepted()) >= 60, 120, 0.5)
+    with Load(multi.api_urls(), multi.api_token(), interval_s=0.05) as load:
+        wait_for("60 accepted jobs", lambda: len(load.accepted()) >= 60, 120, 0.5)
     _assert_all_done(multi, load)
     through = {a.api for a in load.attempts if a.job_id}
     assert through == set(multi.api_urls()), through
@@ -243,12 +238,12 @@ def test_jobs_through_either_api_end_done_on_both_worker_hosts(multi: MultiSite)
 
 def test_a_queue_node_powered_off_under_load_loses_nothing(multi: MultiSite) -> None:
     # q1 is the node every client lists first, i.e. the one they are connected to.
-    with Load(multi.api_urls(), multi.token()) as load:
-        _wait("jobs accepted before the power-off", lambda: len(load.accepted()) >= 20, 60, 0.5)
+    with Load(multi.api_urls(), multi.api_token()) as load:
+        wait_for("jobs accepted before the power-off", lambda: len(load.accepted()) >= 20, 60, 0.5)
         with phase("power off mlstack-q1 under load"):
             multi.hosts["mlstack-q1"].poweroff()
         off_at = time.time()
-        _wait("jobs accepted after the power-off", lambda: len(load.accepted(since=off_at + 5)) >= 50, 120, 0.5)
+        wait_for("jobs accepted after the power-off", lambda: len(load.accepted(since=off_at + 5)) >= 50, 120, 0.5)
     final = _assert_all_done(multi, load)
     log(
         f"queue node loss: {len(final)} jobs Done, {len(load.refused())} refusals, "
@@ -257,18 +252,18 @@ def test_a_queue_node_powered_off_under_load_loses_nothing(multi: MultiSite) -> 
     assert _rabbit_running_nodes(multi, "mlstack-q2") == ["rabbit@mlstack-q2", "rabbit@mlstack-q3"]
     with phase("boot mlstack-q1 again: it rejoins"):
         multi.hosts["mlstack-q1"].boot()
-        _wait("three running nodes", lambda: len(_rabbit_running_nodes(multi, "mlstack-q2")) == 3, 180)
+        wait_for("three running nodes", lambda: len(_rabbit_running_nodes(multi, "mlstack-q2")) == 3, 180, 2)
 
 
 def test_a_worker_host_powered_off_under_load_loses_nothing_and_runs_nothing_twice(multi: MultiSite) -> None:
     since = multi.on("mlstack-app1", "date '+%Y-%m-%d %H:%M:%S'").strip()
     # The API on app1 only: app2's goes down with its host.
-    with Load(multi.api_urls("mlstack-app1"), multi.token()) as load:
-        _wait("jobs on both worker hosts", lambda: len(load.accepted()) >= 40, 60, 0.5)
+    with Load(multi.api_urls("mlstack-app1"), multi.api_token()) as load:
+        wait_for("jobs on both worker hosts", lambda: len(load.accepted()) >= 40, 60, 0.5)
         with phase("power off mlstack-app2 under load"):
             multi.hosts["mlstack-app2"].poweroff()
         off_at = time.time()
-        _wait("jobs accepted after the power-off", lambda: len(load.accepted(since=off_at)) >= 40, 120, 0.5)
+        wait_for("jobs accepted after the power-off", lambda: len(load.accepted(since=off_at)) >= 40, 120, 0.5)
     _assert_all_done(multi, load)
     served = _served_by(multi, load.accepted())
     assert any(w.startswith("mlstack-app2-") for w in served.values()), "app2 served none before its power-off"
@@ -276,7 +271,7 @@ def test_a_worker_host_powered_off_under_load_loses_nothing_and_runs_nothing_twi
     assert not load.refused(), load.refused()[:5]
     with phase("boot mlstack-app2 again"):
         multi.hosts["mlstack-app2"].boot()
-        _wait(
+        wait_for(
             "app2's API and worker",
             lambda: (
                 multi.on(
@@ -285,6 +280,7 @@ def test_a_worker_host_powered_off_under_load_loses_nothing_and_runs_nothing_twi
                 == ["active", "active"]
             ),
             180,
+            2,
         )
 
 
@@ -298,11 +294,11 @@ def test_a_rolling_restart_always_leaves_an_api_and_a_worker_serving(multi: Mult
     before = main_pids()
     consumers: list[int] = []
     changed = {"api_extra_env": {"MLSTACK_ROLLOUT": "2"}, "worker_pub_extra_env": {"MLSTACK_ROLLOUT": "2"}}
-    (multi.vars_file.parent / "rollout.yml").write_text(yaml.safe_dump(changed))
-    with Load(multi.api_urls(), multi.token()) as load:
+    rollout = multi.vars_file.parent / "rollout.yml"
+    rollout.write_text(yaml.safe_dump(changed))
+    with Load(multi.api_urls(), multi.api_token()) as load:
         started = time.time()
         with phase("rolling restart: site.yml --tags api,worker_pub with a changed API and worker setting"):
-            rollout = multi.vars_file.parent / "rollout.yml"
             result = _converge_watching_consumers(multi, consumers, "--tags", "api,worker_pub", "-e", f"@{rollout}")
         assert result.returncode == 0, result.stdout[-6000:]
     after = main_pids()

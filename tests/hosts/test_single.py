@@ -13,13 +13,12 @@ import re
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEPLOY_BIN, Site, _write_site_files, phase, recap
+from conftest import DEPLOY_BIN, Site, _write_site_files, phase, recap, wait_for
 from harness import Harness, free_port, log
 
 WORKER = "mlstack-worker-pub@example_bundle-1.service"
@@ -35,14 +34,6 @@ CORE = "/opt/mlstack/venvs/core/bin"
 BUNDLE_VENV = "/opt/mlstack/bundles/example_bundle/venvs/pub/bin"
 API_PORT = 8000
 IRIS = ["5.1;3.5;1.4;0.2", "6.7;3.0;5.2;2.3"]
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float, interval: float = 1) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +60,7 @@ def api_client(site: Site) -> Iterator[object]:
     client = None
     try:
         wait_for("the SSH tunnel to the API", lambda: _port_open(local), 30, 0.2)
-        token = str(yaml.safe_load(site.credentials.read_text())["api_token"])
-        client = ApiClient(f"http://127.0.0.1:{local}", token, timeout=30)
+        client = ApiClient(f"http://127.0.0.1:{local}", site.api_token(), timeout=30)
         yield client
     finally:
         if client is not None:

@@ -32,9 +32,10 @@ def test_three_queue_nodes_give_three_urls_and_quorum_queues(rendered_multihost:
     for host, file in (("api1", "mlstack.env"), ("worker1", "worker.env"), ("worker2", "worker.env")):
         env = env_file(rendered_multihost.host(host) / "etc/mlstack" / file)
         urls = env["MLSTACK_AMQP_URL"].split(",")
-        assert [u.split("@", 1)[1] for u in urls] == [f"{a}:5672/mlstack" for a in MQ], urls
+        # Several hosts: TLS between them (AMQPS, tests/deploy/test_tls_render.py).
+        assert [u.split("@", 1)[1] for u in urls] == [f"{a}:5671/mlstack" for a in MQ], urls
         user = "mlstack-api" if file == "mlstack.env" else "mlstack-worker"  # one user per component
-        assert all(u.startswith(f"amqp://{user}:") for u in urls), "the component's user on every node"
+        assert all(u.startswith(f"amqps://{user}:") for u in urls), "the component's user on every node"
         assert len({u.split("@", 1)[0] for u in urls}) == 1, "the same credentials on every node"
         assert env["MLSTACK_QUEUE_TYPE"] == "quorum", host
     api = {**env_file(rendered_multihost.host("api1") / "etc/mlstack/mlstack.env"), "MLSTACK_ENV_FILE": "/none"}

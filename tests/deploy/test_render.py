@@ -183,7 +183,7 @@ def test_multihost_mongodb_replica_set(rendered_multihost: Rendered) -> None:
     for host in ("api1", "api2"):
         uri = env_file(rendered_multihost.host(host) / "etc/mlstack/mlstack.env")["MLSTACK_MONGODB_URI"]
         members = ",".join(f"{a}:27017" for a in ADDR["db"])
-        assert f"@{members}/ml_api_db?authSource=ml_api_db&replicaSet=rs0" in uri
+        assert f"@{members}/ml_api_db?authSource=ml_api_db&replicaSet=rs0&tls=true" in uri
 
 
 def test_multihost_rabbitmq_cluster(rendered_multihost: Rendered) -> None:
@@ -191,20 +191,20 @@ def test_multihost_rabbitmq_cluster(rendered_multihost: Rendered) -> None:
         conf = (rendered_multihost.host(host) / "etc/rabbitmq/rabbitmq.conf").read_text()
         nodes = re.findall(r"^cluster_formation\.classic_config\.nodes\.\d+ = (\S+)$", conf, re.M)
         assert nodes == ["rabbit@mq1", "rabbit@mq2", "rabbit@mq3"]
-        assert "listeners.tcp.1 = 0.0.0.0:5672" in conf
+        assert "listeners.ssl.default = 0.0.0.0:5671" in conf  # AMQPS between hosts
     for host, file in (("api1", "mlstack.env"), ("worker1", "worker.env"), ("worker2", "worker.env")):
         url = env_file(rendered_multihost.host(host) / "etc/mlstack" / file)["MLSTACK_AMQP_URL"]
         # Every node, mq1 first (tests/deploy/test_queue_render.py checks the list and the queue type).
         user = "mlstack-api" if file == "mlstack.env" else "mlstack-worker"  # one user per component
-        assert url.startswith(f"amqp://{user}:") and f"@{ADDR['mq1']}:5672/mlstack," in url
+        assert url.startswith(f"amqps://{user}:") and f"@{ADDR['mq1']}:5671/mlstack," in url
 
 
 def test_multihost_minio_distributed_and_mlflow_on_it(rendered_multihost: Rendered) -> None:
     for i in range(1, 5):
         volumes = env_file(rendered_multihost.host(f"s3-{i}") / "etc/default/minio")["MINIO_VOLUMES"].split()
-        assert volumes == [f"http://{a}:9000/var/lib/minio/data" for a in ADDR["s3"]]
+        assert volumes == [f"https://{a}:9000/var/lib/minio/data" for a in ADDR["s3"]]
     mlflow = env_file(rendered_multihost.host("mlflow1") / "etc/mlflow/mlflow.env")
-    assert mlflow["MLFLOW_S3_ENDPOINT_URL"] == f"http://{ADDR['s3'][0]}:9000"
+    assert mlflow["MLFLOW_S3_ENDPOINT_URL"] == f"https://{ADDR['s3'][0]}:9000"
     assert f"{ADDR['mlflow1']}:*" in mlflow["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
     assert not (rendered_multihost.host("mlflow1") / "etc/default/minio").exists()
 
@@ -213,8 +213,8 @@ def test_multihost_workers_reach_api_and_registry_on_other_hosts(rendered_multih
     for host in ("worker1", "worker2"):
         root = rendered_multihost.host(host)
         env = env_file(root / "etc/mlstack/worker.env")
-        assert env["MLSTACK_API_URL"] == f"http://{ADDR['api1']}:8000"
-        assert env["MLFLOW_TRACKING_URI"] == f"http://{ADDR['mlflow1']}:5000"
+        assert env["MLSTACK_API_URL"] == f"https://{ADDR['api1']}:8000"
+        assert env["MLFLOW_TRACKING_URI"] == f"https://{ADDR['mlflow1']}:5000"
         # Artifacts are proxied by MLflow: the workers get no S3 keys.
         assert "AWS_SECRET_ACCESS_KEY" not in env
     instances = sorted(p.name for p in (rendered_multihost.host("worker2") / "etc/mlstack/workers").iterdir())
@@ -223,7 +223,7 @@ def test_multihost_workers_reach_api_and_registry_on_other_hosts(rendered_multih
     assert not (rendered_multihost.host("worker2") / "etc/systemd/system/mlstack-retrain@.timer").exists()
     assert not (rendered_multihost.host("api1") / "etc/systemd/system/mlstack-worker-pub@.service").exists()
     retrain = env_file(rendered_multihost.host("worker1") / "etc/mlstack/retrain.env")
-    assert retrain["MLFLOW_TRACKING_URI"] == f"http://{ADDR['mlflow1']}:5000"
+    assert retrain["MLFLOW_TRACKING_URI"] == f"https://{ADDR['mlflow1']}:5000"
 
 
 def test_health_runs_unprivileged_and_may_restart_only_the_workers(verify_root: Path) -> None:

@@ -19,8 +19,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     tmp = tmp_path_factory.mktemp("pki")
     inventory = tmp / "hosts.yml"
     inventory.write_text(
-        "all:\n  hosts:\n"
-        + "".join(f"    {name}: {{mlstack_address: {address}}}\n" for name, address in HOSTS.items())
+        "all:\n  hosts:\n" + "".join(f"    {name}: {{mlstack_address: {address}}}\n" for name, address in HOSTS.items())
     )
     playbook = tmp / "pki.yml"
     playbook.write_text(

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import yaml
 from deploy_support import Rendered, env_file
-
 from mlstack.settings import ApiSettings
 
 SCHEMES = ("http://", "https://", "amqp://", "amqps://", "mongodb://")
@@ -26,7 +25,8 @@ def _urls(root: Path) -> dict[str, str]:
                     # A MongoDB URI lists its hosts with commas; a broker URL list is one URL per node.
                     for url in [part] if part.startswith("mongodb://") else part.split(","):
                         if url.startswith(SCHEMES):
-                            found[f"{path.relative_to(root).parts[0]}:{path.name}:{name}:{url.rsplit('@', 1)[-1]}"] = url
+                            where = f"{path.relative_to(root).parts[0]}:{path.name}:{name}"
+                            found[f"{where}:{url.rsplit('@', 1)[-1]}"] = url
     return found
 
 

@@ -4,6 +4,7 @@ a rolling restart) to check that no accepted job was lost and that some API alwa
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class Load:
 
     apis: list[str]  # base URLs
     token: str
+    ca_file: str | None = None  # https: the site CA (the control node's pki/ca.crt)
     interval_s: float = 0.1
     attempts: list[Attempt] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -47,7 +49,7 @@ class Load:
     def _run(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}
         body = {"model_name": MODEL, "method": "predict", "features": IRIS}
-        with httpx.Client(timeout=5, headers=headers) as http:
+        with httpx.Client(timeout=5, headers=headers, verify=trust(self.ca_file)) as http:
             turn = 0
             while not self._stop.wait(self.interval_s):
                 for step in range(len(self.apis)):
@@ -92,10 +94,15 @@ class Load:
         return out
 
 
-def statuses(apis: list[str], token: str, job_ids: list[str]) -> dict[str, str]:
+def trust(ca_file: str | None) -> ssl.SSLContext | bool:
+    """What an https client checks the API's certificate against: the site CA alone."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file else True
+
+
+def statuses(apis: list[str], token: str, job_ids: list[str], ca_file: str | None = None) -> dict[str, str]:
     """The status of each job, read from the first API host that answers."""
     out: dict[str, str] = {}
-    with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {token}"}) as http:
+    with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {token}"}, verify=trust(ca_file)) as http:
         for job_id in job_ids:
             for api in apis:
                 try:
@@ -106,17 +113,19 @@ def statuses(apis: list[str], token: str, job_ids: list[str]) -> dict[str, str]:
     return out
 
 
-def wait_all_final(apis: list[str], token: str, job_ids: list[str], timeout: float) -> dict[str, str]:
+def wait_all_final(
+    apis: list[str], token: str, job_ids: list[str], timeout: float, ca_file: str | None = None
+) -> dict[str, str]:
     """Polls until every job is Done or Error (or the time is up): their last statuses."""
     deadline = time.monotonic() + timeout
     pending = list(job_ids)
     final: dict[str, str] = {}
     while pending and time.monotonic() < deadline:
-        now = statuses(apis, token, pending)
+        now = statuses(apis, token, pending, ca_file)
         final.update({j: s for j, s in now.items() if s in ("Done", "Error")})
         pending = [j for j in pending if j not in final]
         if pending:
             time.sleep(2)
     if pending:
-        final.update(statuses(apis, token, pending))
+        final.update(statuses(apis, token, pending, ca_file))
     return final

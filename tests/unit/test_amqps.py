@@ -1,6 +1,7 @@
-"""amqps:// URLs (pika's own handling, as _connection_parameters leaves it): the broker's
-certificate is checked against the trust store (SSL_CERT_FILE here) and against the URL's host name. A local TLS server stands in for the broker's TLS listener: it
-only records whether the handshake passed and what the client sent after it (the AMQP header)."""
+"""amqps:// URLs (pika's own handling, as _connection_parameters leaves it): the broker's certificate
+is checked against the trust store (SSL_CERT_FILE here) and against the URL's host name. A local TLS
+server stands in for the broker's TLS listener: it only records whether the handshake passed and
+what the client sent after it (the AMQP header)."""
 
 from __future__ import annotations
 

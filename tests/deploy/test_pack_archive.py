@@ -1,4 +1,4 @@
-"""bin/lib/pack-archive, which packs the wheelhouse and the Debian packages on the control node:
+"""roles/mlstack/files/pack-archive, which packs the wheelhouse and the Debian packages on the control node:
 the same folder gives the same bytes (so Ansible's copy sends nothing on a second run), and runs
 that pack at the same time each leave a whole archive and no temporary file behind."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from deploy_support import REPO
 
-PACK = REPO / "bin/lib/pack-archive"
+PACK = REPO / "roles/mlstack/files/pack-archive"
 
 
 def _folder(tmp: Path) -> Path:

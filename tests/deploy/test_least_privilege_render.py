@@ -71,6 +71,28 @@ def test_an_external_broker_can_give_each_component_its_own_user(tmp_path: Path)
     assert env_file(etc / "worker.env")["MLSTACK_AMQP_URL"] == worker_url
 
 
+def test_each_bundle_runs_as_its_own_system_user(tmp_path: Path) -> None:
+    long_name = "Fraud_Detection_Model_With_A_Long_Name"
+    bundles = [{"name": "example_bundle", "src": str(REPO / "example_bundle"), "instances": 2},
+               {"name": long_name, "src": str(REPO / "example_bundle")}]  # fmt: skip
+    (tmp_path / "vars.json").write_text(json.dumps({"worker_pub_bundles": bundles}))
+    python = ansible_bin_dir() / "python"
+    result = run([str(ansible_bin_dir() / "ansible-playbook"), "-i", str(DEFAULT_INVENTORY), str(RENDER_PLAYBOOK),
+                  "-e", f"render_root={tmp_path / 'hosts'}", "-e", f"mlstack_credentials_file={tmp_path / 'c.yml'}",
+                  "-e", f"@{tmp_path / 'vars.json'}", "-e", f"ansible_python_interpreter={python}"])  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+    units = tmp_path / "hosts" / "localhost" / "etc" / "systemd" / "system"
+    users = {
+        path.parent.name: next(line for line in path.read_text().splitlines() if line.startswith("User="))
+        for path in units.glob("mlstack-worker-pub@*.service.d/user.conf")
+    }
+    assert users == {
+        "mlstack-worker-pub@example_bundle-1.service.d": "User=mlstack-w-example_bundle",
+        "mlstack-worker-pub@example_bundle-2.service.d": "User=mlstack-w-example_bundle",
+        f"mlstack-worker-pub@{long_name}-1.service.d": "User=mlstack-w-fraud_detection_model_",  # 32 characters at most
+    }, users
+
+
 def test_rotation_covers_the_new_secrets() -> None:
     play = yaml.safe_load((REPO / "playbooks/rotate-secrets.yml").read_text())
     rotated = play[0]["vars"]["rotate_secrets_default"]

@@ -156,8 +156,14 @@ def test_hardening_seen_from_inside_the_worker(converged: Site) -> None:
     assert re.search(r"^NoNewPrivs:\s+1$", status, re.M), status
     assert re.search(r"^CapEff:\s+0+$", status, re.M), status
     assert re.search(r"^CapBnd:\s+0+$", status, re.M), status
+    # Each bundle's workers run as a system user of their own (a drop-in per instance).
+    user = converged.run(f"ps -o user:32= -p {pid}").stdout.strip()
+    assert user == "mlstack-w-example_bundle", user
+    # The settings files are root's: systemd hands their values to the worker.
+    for path in ("/etc/mlstack/worker.env", "/etc/mlstack/workers/example_bundle-1.env"):
+        assert converged.run(f"stat -c %U:%a {path}").stdout.strip() == "root:600", path
     # In the worker's own mount namespace, as its user: only its state directory is writable.
-    as_worker = f"nsenter -t {pid} -m setpriv --reuid=mlstack-worker --regid=mlstack --init-groups"
+    as_worker = f"nsenter -t {pid} -m setpriv --reuid={user} --regid=mlstack --init-groups"
     for outside in ("/opt/mlstack/probe", "/etc/mlstack/probe", "/var/lib/mlstack/probe", "/usr/probe"):
         result = converged.run(f"{as_worker} touch {outside}", check=False)
         assert result.returncode != 0, f"the worker could write {outside}"

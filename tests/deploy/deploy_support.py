@@ -85,6 +85,8 @@ def unit_names(host_root: Path) -> list[str]:
     """Unit files under host_root/etc/systemd/system; templates get an instance name."""
     names = []
     for path in sorted((host_root / "etc/systemd/system").iterdir()):
+        if path.is_dir():  # a drop-in folder (<unit>.d) belongs to its unit
+            continue
         name = path.name
         names.append(name.replace("@.", "@example_bundle-1.") if "@." in name else name)
     return names
@@ -98,6 +100,8 @@ def prepare_verify_root(host_root: Path) -> None:
         system.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(SYSTEM_UNITS, system, symlinks=True)
     for unit in (host_root / "etc/systemd/system").iterdir():
+        if unit.is_dir():  # drop-ins set no executables
+            continue
         for line in unit.read_text().splitlines():
             key, _, value = line.partition("=")
             if key in ("ExecStart", "ExecStartPre", "ExecStartPost", "ExecReload", "ExecStop"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from deploy_support import REPO, ansible_bin_dir, run
 
-HOSTS = {"mq1": "192.0.2.21", "app1": "app1.example.net"}
+HOSTS = {"mq1": "192.0.2.21", "app1": "app1.example.net", "mq2.example.net": "192.0.2.22"}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,9 @@ def test_each_host_certificate_is_signed_by_the_ca_for_its_names(pki: tuple[Path
         assert _openssl("verify", "-CAfile", str(root / "ca.crt"), cert).strip().endswith("OK")
         san = _openssl("x509", "-noout", "-ext", "subjectAltName", "-in", cert)
         kind = "IP Address" if address[0].isdigit() else "DNS"
-        for entry in (f"DNS:{name}", f"{kind}:{address}", "IP Address:127.0.0.1", "DNS:localhost"):
+        # The short name too: a RabbitMQ node (rabbit@<short name>) is checked by it on the TLS distribution.
+        short = f"DNS:{name.split('.')[0]}"
+        for entry in (f"DNS:{name}", short, f"{kind}:{address}", "IP Address:127.0.0.1", "DNS:localhost"):
             assert entry in san, san
     other = _openssl("x509", "-noout", "-ext", "subjectAltName", "-in", str(root / "hosts/app1.crt"))
     assert "192.0.2.21" not in other  # one host's certificate does not serve as another's

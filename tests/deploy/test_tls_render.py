@@ -6,6 +6,7 @@ certificates; tests/hosts/test_multi.py runs all of it on booted hosts."""
 from __future__ import annotations
 
 import shlex
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -94,3 +95,32 @@ def test_python_clients_with_their_own_ca_lists_use_the_system_store(rendered_mu
     for host, file in (("worker1", "worker.env"), ("worker2", "worker.env"), ("worker1", "retrain.env")):
         env = env_file(rendered_multihost.host(host) / "etc/mlstack" / file)
         assert env["REQUESTS_CA_BUNDLE"] == env["AWS_CA_BUNDLE"] == "/etc/ssl/certs/ca-certificates.crt", (host, file)
+
+
+def _erlang_options(path: Path) -> dict[str, str]:
+    """The inter-node TLS option file read by Erlang itself: '<server|client>.<option>' -> value (~p)."""
+    program = (
+        f'case file:consult("{path}") of {{ok, [Opts]}} -> '
+        '[io:format("~s.~s=~p~n", [Side, Key, Value]) || {Side, List} <- Opts, {Key, Value} <- List], halt(0); '
+        'Error -> io:format("~p~n", [Error]), halt(1) end.'
+    )
+    result = subprocess.run(["erl", "-noinput", "-eval", program], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return dict(line.split("=", 1) for line in result.stdout.splitlines())
+
+
+def test_cluster_nodes_speak_erlang_distribution_over_tls_with_certificates_both_ways(
+    rendered_multihost: Rendered,
+) -> None:
+    options = _erlang_options(rendered_multihost.host("mq2") / "etc/rabbitmq/inter_node_tls.config")
+    for side in ("server", "client"):
+        assert options[f"{side}.verify"] == "verify_peer", options
+        assert options[f"{side}.certfile"] == '"/etc/rabbitmq/tls/host.crt"', options
+        assert options[f"{side}.keyfile"] == '"/etc/rabbitmq/tls/host.key"', options
+        assert options[f"{side}.cacertfile"] == '"/etc/rabbitmq/tls/ca.crt"', options
+    # A node or CLI tool without a certificate of the site CA is refused, whatever cookie it has.
+    assert options["server.fail_if_no_peer_cert"] == "true", options
+
+
+def test_one_queue_host_needs_no_distribution_tls(rendered_default: Rendered) -> None:
+    assert not (rendered_default.host("localhost") / "etc/rabbitmq/inter_node_tls.config").exists()

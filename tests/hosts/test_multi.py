@@ -40,7 +40,7 @@ from conftest import (
     snapshot_checkout,
     wait_for,
 )
-from harness import BRIDGE_SUBNET, Harness, Host, Network
+from harness import BRIDGE_SUBNET, Harness, Host, Network, cached_rootfs
 from load import Load, wait_all_final
 
 DEBS = REPO / ".dev/offline/debs"
@@ -133,6 +133,9 @@ def multi(harness: Harness, request: pytest.FixtureRequest) -> Iterator[MultiSit
     log_dir.mkdir(parents=True, exist_ok=True)
     with phase("offline files (bin/fetch-wheels, bin/fetch-debs, the stand-ins' wheels)"):
         _fetch_offline_files()
+    # Built (debootstrap, once) while this process can still reach the Debian mirror.
+    with phase("the hosts' root filesystem (cached)"):
+        cached_rootfs()
     with phase(f"boot {len(GROUPS)} hosts on a bridge with no route outward"):
         network = Network(str(harness.run_dir.name))
         harness.network = network
@@ -224,13 +227,13 @@ def test_a_second_converge_changes_nothing(multi: MultiSite) -> None:
 
 
 # Listening beyond the loopback without TLS, on purpose: SSH (its own encryption); the stand-ins of
-# the external MongoDB and S3 services (they offer no TLS: architecture.md); the Erlang distribution
-# between RabbitMQ nodes (epmd 4369, 25672; cookie-authenticated, not encrypted: README "TLS").
-NOT_TLS = {name: {22} | ({4369, 25672} if "queue" in groups else set()) for name, groups in GROUPS.items()}
+# the external MongoDB and S3 services (they offer no TLS: architecture.md); epmd on the queue hosts
+# (4369: it maps node names to ports, README "TLS").
+NOT_TLS = {name: {22} | ({4369} if "queue" in groups else set()) for name, groups in GROUPS.items()}
 NOT_TLS["mlstack-store"] |= {27017, 9000}
-# What must answer TLS with the host's certificate from the site CA.
+# What must answer TLS with the host's certificate from the site CA (25672: Erlang distribution).
 TLS_EXPECTED = {"mlstack-store": {5000}, "mlstack-app1": {8000}, "mlstack-app2": {8000}}
-TLS_EXPECTED |= {f"mlstack-q{n}": {5671, 15672} for n in (1, 2, 3)}
+TLS_EXPECTED |= {f"mlstack-q{n}": {5671, 15672, 25672} for n in (1, 2, 3)}
 
 
 def _ports_beyond_loopback(site: MultiSite, name: str) -> set[int]:
@@ -255,6 +258,22 @@ def _tls_handshake(address: str, port: int, ca_file: str) -> str:
         return f"{exc.__class__.__name__}: {exc}"
 
 
+def _refuses_a_peer_without_certificate(address: str, port: int, ca_file: str) -> bool:
+    """True when the TLS server at address:port drops a client that shows no certificate."""
+    context = ssl.create_default_context(cafile=ca_file)
+    try:
+        with (
+            socket.create_connection((address, port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname=address) as tls,
+        ):
+            # TLS 1.3: the server judges the client's (empty) certificate after the handshake.
+            return tls.recv(1) == b""
+    except (ssl.SSLError, ConnectionResetError):
+        return True
+    except TimeoutError:  # let in: it waits for the Erlang distribution handshake
+        return False
+
+
 def test_nothing_listens_in_plain_text_beyond_the_loopback(multi: MultiSite) -> None:
     """TLS between hosts is on by default here (the hosts' addresses are not loopback ones)."""
     plain, served = {}, {}
@@ -270,6 +289,9 @@ def test_nothing_listens_in_plain_text_beyond_the_loopback(multi: MultiSite) -> 
     # Plain AMQP stays on each queue host's loopback (local tools only).
     for n in (1, 2, 3):
         assert 5672 not in _ports_beyond_loopback(multi, f"mlstack-q{n}")
+    # The Erlang distribution lets in only peers with a certificate of the site CA, not just the cookie.
+    for n in (1, 2, 3):
+        assert _refuses_a_peer_without_certificate(multi.hosts[f"mlstack-q{n}"].address, 25672, multi.ca_file)
 
 
 def test_the_queue_hosts_form_one_cluster_with_quorum_queues(multi: MultiSite) -> None:
@@ -383,3 +405,26 @@ def _converge_watching_consumers(
         time.sleep(1)
     runner.join()
     return out["r"]
+
+
+def test_switching_the_erlang_distribution_to_plain_restarts_the_cluster_whole_and_loses_no_job(
+    multi: MultiSite,
+) -> None:
+    """Nodes speaking plain and TLS distribution cannot talk, so the role stops every node and starts
+    them together (a rolling restart would stall). Last test: the cluster stays plain afterwards."""
+    switch = multi.vars_file.parent / "plain-distribution.yml"
+    switch.write_text(yaml.safe_dump({"rabbitmq_distribution_tls": False}))
+    q2 = multi.hosts["mlstack-q2"].address
+    assert not _tls_handshake(q2, 25672, multi.ca_file)
+    with Load(multi.api_urls(), multi.api_token(), multi.ca_file) as load:
+        wait_for("jobs accepted before the switch", lambda: len(load.accepted()) >= 20, 60, 0.5)
+        with phase("switch the Erlang distribution to plain: site.yml --tags rabbitmq"):
+            result = multi.playbook("site.yml", "--tags", "rabbitmq", "-e", f"@{switch}")
+        assert result.returncode == 0, result.stdout[-6000:]
+        done_at = time.time()
+        wait_for("jobs accepted after the switch", lambda: len(load.accepted(since=done_at)) >= 20, 120, 0.5)
+    nodes = _rabbit_running_nodes(multi, "mlstack-q2")
+    assert nodes == ["rabbit@mlstack-q1", "rabbit@mlstack-q2", "rabbit@mlstack-q3"], nodes
+    assert _tls_handshake(q2, 25672, multi.ca_file), "the distribution port still answers TLS"
+    final = _assert_all_done(multi, load)
+    log(f"distribution switch: {len(final)} jobs Done, {len(load.refused())} refusals during the outage")

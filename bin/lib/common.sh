@@ -25,6 +25,9 @@ AMQP_PORT=5672
 AMQP_URL_DEFAULT="amqp://guest:guest@127.0.0.1:5672/%2F"
 VENV_HASH_FILE=.mlstack-requirements.sha256
 _LOG_TAG="$(basename "$0")"
+# Debian packages of the test commands (bin/test-all installs them all before its lanes start).
+TEST_DEBS=(chromium chromium-driver) # bin/test: headless browser tests of /dashboard and /docs
+TEST_HOSTS_DEBS=(debootstrap systemd-container slirp4netns socat openssh-client iproute2) # bin/test-hosts
 
 # ---------------------------------------------------------------- logging
 # Logs go to stderr so that stdout stays free for what a command reports.
@@ -103,13 +106,31 @@ apt_install() {
     ((${#missing[@]})) || return 0
     is_root || die "missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})"
     command -v apt-get >/dev/null || die "missing packages ${missing[*]} and no apt-get to install them"
+    # bin/test-all runs parts side by side: one apt-get at a time (dpkg's lock would fail
+    # the other), and what the other installed meanwhile is not installed again.
+    mkdir -p "$DEV_DIR"
+    exec 7>"$DEV_DIR/apt.lock"
+    flock 7
+    local wanted=("${missing[@]}")
+    missing=()
+    for pkg in "${wanted[@]}"; do
+        pkg_installed "$pkg" || missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        _apt_get_install "${missing[@]}"
+    fi
+    flock -u 7
+    exec 7>&-
+}
+
+_apt_get_install() {
     if ((_APT_UPDATED == 0)); then
         log "apt-get update"
         DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
         _APT_UPDATED=1
     fi
-    log "apt-get install ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    log "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
 }
 
 # The interpreter the venvs are made from; checks version and that it can make a venv

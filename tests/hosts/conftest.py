@@ -19,7 +19,7 @@ from types import FrameType
 
 import pytest
 import yaml
-from harness import REPO, Harness, Host, log
+from harness import REPO, Harness, Host, exclusive, log
 
 DEPLOY_BIN = Path(os.environ.get("MLSTACK_DEPLOY_VENV", REPO / ".dev/venvs/deploy")) / "bin"
 HOSTS_TESTS = Path(__file__).resolve().parent
@@ -83,6 +83,8 @@ class Site:
             ANSIBLE_CONFIG=str(self.source / "ansible.cfg"),
             ANSIBLE_NOCOLOR="1",
             ANSIBLE_HOST_KEY_CHECKING="False",
+            # Each task's time in the log and the slowest ones at the end: where a converge spends it.
+            ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks",
         )
         started = time.monotonic()
         result = subprocess.run(
@@ -197,7 +199,8 @@ def snapshot_checkout(dest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def harness() -> Iterator[Harness]:
-    run_dir = RUN_DIR / time.strftime("%Y%m%d-%H%M%S")
+    # The PID too: the single and multi scenarios may start in the same second (bin/test-all).
+    run_dir = RUN_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     h = Harness(run_dir)
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -224,7 +227,7 @@ def site(harness: Harness, request: pytest.FixtureRequest) -> Iterator[Site]:
     """One fresh host with the stand-ins of MongoDB and S3, converged by site.yml."""
     log_dir = LOG_DIR / harness.run_dir.name
     log_dir.mkdir(parents=True, exist_ok=True)
-    with phase("wheelhouse (bin/fetch-wheels)"):
+    with phase("wheelhouse (bin/fetch-wheels)"), exclusive("offline-files"):
         subprocess.run([str(REPO / "bin/fetch-wheels"), str(WHEELHOUSE)], check=True)
     with phase("boot fresh host"):
         host = harness.new_host("mlstack-single")

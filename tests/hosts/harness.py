@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,10 +53,30 @@ def rootfs_key() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def exclusive(name: str) -> Iterator[None]:
+    """Held by one test run at a time: bin/test-all runs the single and multi scenarios side by
+    side, and only one of them may build a shared cache (root filesystem, offline files)."""
+    HOSTS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(HOSTS_DIR / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def cached_rootfs() -> Path:
     """The base root filesystem, built once per package list (~2 min, ~900 MB)."""
     root = HOSTS_DIR / f"rootfs-{rootfs_key()}"
     if (root / READY_MARK).exists():
+        return root
+    with exclusive("rootfs"):
+        return _build_rootfs(root)
+
+
+def _build_rootfs(root: Path) -> Path:
+    if (root / READY_MARK).exists():  # built by the run that held the lock before us
         return root
     shutil.rmtree(root, ignore_errors=True)
     tmp = root.with_name(root.name + ".building")
@@ -448,11 +469,14 @@ class Harness:
             thread.start()
         for thread in stoppers:
             thread.join()
+        stopped = list(self.hosts)
         self.hosts.clear()
         if self.network is not None:
             self.network.close()
         # nspawn leaves these behind (here /run is no tmpfs).
+        # Only this run's: the other scenario's hosts may be running beside it.
+        names = [host.name for host in stopped]
         for leftover in ("/run/systemd/nspawn/locks", "/run/systemd/nspawn/propagate"):
             for path in Path(leftover).glob("*"):
-                if any(h in path.name for h in ("mlstack",)):
+                if any(name in path.name for name in names):
                     shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

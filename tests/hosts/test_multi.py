@@ -40,7 +40,7 @@ from conftest import (
     snapshot_checkout,
     wait_for,
 )
-from harness import BRIDGE_SUBNET, Harness, Host, Network, cached_rootfs
+from harness import BRIDGE_SUBNET, Harness, Host, Network, cached_rootfs, exclusive
 from load import Load, wait_all_final
 
 DEBS = REPO / ".dev/offline/debs"
@@ -131,7 +131,7 @@ def _write_inventory(tmp: Path, hosts: dict[str, Host], source: Path) -> tuple[P
 def multi(harness: Harness, request: pytest.FixtureRequest) -> Iterator[MultiSite]:
     log_dir = LOG_DIR / harness.run_dir.name
     log_dir.mkdir(parents=True, exist_ok=True)
-    with phase("offline files (bin/fetch-wheels, bin/fetch-debs, the stand-ins' wheels)"):
+    with phase("offline files (bin/fetch-wheels, bin/fetch-debs, the stand-ins' wheels)"), exclusive("offline-files"):
         _fetch_offline_files()
     # Built (debootstrap, once) while this process can still reach the Debian mirror.
     with phase("the hosts' root filesystem (cached)"):

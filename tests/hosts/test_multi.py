@@ -418,9 +418,16 @@ def test_switching_the_erlang_distribution_to_plain_restarts_the_cluster_whole_a
     assert not _tls_handshake(q2, 25672, multi.ca_file)
     with Load(multi.api_urls(), multi.api_token(), multi.ca_file) as load:
         wait_for("jobs accepted before the switch", lambda: len(load.accepted()) >= 20, 60, 0.5)
+        switch_started = int(time.time())  # the hosts share this machine's clock
         with phase("switch the Erlang distribution to plain: site.yml --tags rabbitmq"):
             result = multi.playbook("site.yml", "--tags", "rabbitmq", "-e", f"@{switch}")
         assert result.returncode == 0, result.stdout[-6000:]
+        # Each node was stopped while its CLI still spoke the node's protocol: systemd's
+        # ExecStop (rabbitmqctl shutdown) succeeded rather than systemd killing the node.
+        for name in (n for n, groups in GROUPS.items() if "queue" in groups):
+            journal = multi.on(name, f"journalctl -u rabbitmq-server --since @{switch_started} --no-pager -o cat")
+            assert "Stopped rabbitmq-server" in journal or "Deactivated successfully" in journal, journal[-3000:]
+            assert "Control process exited" not in journal, f"{name} did not stop cleanly:\n{journal[-3000:]}"
         done_at = time.time()
         wait_for("jobs accepted after the switch", lambda: len(load.accepted(since=done_at)) >= 20, 120, 0.5)
     nodes = _rabbit_running_nodes(multi, "mlstack-q2")

@@ -133,6 +133,8 @@ def _converge(tmp_path: Path, names: dict[str, str]) -> str:
   tasks:
     - name: The role's user tasks
       ansible.builtin.include_tasks: {REPO}/roles/rabbitmq/tasks/users.yml
+    - name: What playbooks/retire-users.yml runs once API and workers have their own users
+      ansible.builtin.include_tasks: {REPO}/roles/rabbitmq/tasks/retire_users.yml
 """
     )
     extra = tmp_path / "vars.json"
@@ -144,6 +146,7 @@ def _converge(tmp_path: Path, names: dict[str, str]) -> str:
                 "rabbitmq_worker_user": names["worker"],
                 "rabbitmq_app_user": names["old"],  # the shared user of an earlier release
                 "rabbitmq_admin_user": names["admin"],
+                "rabbitmq_install": True,  # site-wide (inventory/group_vars), which this play does not load
                 "rabbitmq_management": False,
                 "rabbitmq_remove_guest": False,  # every test stack of this machine logs in as guest
                 "mlstack_credentials": {

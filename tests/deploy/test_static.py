@@ -20,6 +20,22 @@ def test_ansible_lint_production_profile() -> None:
     assert "Profile 'production' was required, and it passed" in out, out[-3000:]
 
 
+def test_the_shared_broker_user_is_removed_only_after_the_api_and_worker_plays() -> None:
+    """Removing it closes its connections: on an upgrade, API and workers must already have been
+    restarted with users of their own, or they would be cut off the broker until then."""
+    order: list[tuple[str, set[str]]] = []  # (playbook, roles and task files its plays use), in site.yml order
+    for entry in yaml.safe_load((REPO / "site.yml").read_text()):
+        playbook = entry["ansible.builtin.import_playbook"]
+        text = (REPO / playbook).read_text()
+        used = {r if isinstance(r, str) else r["role"] for play in yaml.safe_load(text) for r in play.get("roles", [])}
+        used |= {"retire_users.yml"} if "retire_users.yml" in text else set()
+        order.append((playbook, used))
+    position = {name: i for i, (_, used) in enumerate(order) for name in used}
+    assert position["retire_users.yml"] > max(position["api"], position["worker_pub"]), order
+    removing = [p.name for p in (REPO / "roles").glob("*/tasks/*.yml") if "rabbitmq_removed_users" in p.read_text()]
+    assert removing == ["retire_users.yml"], removing
+
+
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
 def test_syntax_check(playbook: str) -> None:
     for inventory in ("inventory/hosts.yml", "inventory/example-multihost.yml"):

@@ -25,9 +25,6 @@ AMQP_PORT=5672
 AMQP_URL_DEFAULT="amqp://guest:guest@127.0.0.1:5672/%2F"
 VENV_HASH_FILE=.mlstack-requirements.sha256
 _LOG_TAG="$(basename "$0")"
-# Debian packages of the test commands (bin/test-all installs them all before its lanes start).
-TEST_DEBS=(chromium chromium-driver) # bin/test: headless browser tests of /dashboard and /docs
-TEST_HOSTS_DEBS=(debootstrap systemd-container slirp4netns socat openssh-client iproute2) # bin/test-hosts
 
 # ---------------------------------------------------------------- logging
 # Logs go to stderr so that stdout stays free for what a command reports.
@@ -98,11 +95,17 @@ pkg_installed() {
 
 # apt_install PKG...: installs the packages not installed yet. `apt-get update` runs
 # at most once per script run, and only when something is missing.
-apt_install() {
-    local missing=() pkg
+# _missing_debs PKG...: the ones not installed, one per line.
+_missing_debs() {
+    local pkg
     for pkg in "$@"; do
-        pkg_installed "$pkg" || missing+=("$pkg")
+        pkg_installed "$pkg" || echo "$pkg"
     done
+}
+
+apt_install() {
+    local missing
+    mapfile -t missing < <(_missing_debs "$@")
     ((${#missing[@]})) || return 0
     is_root || die "missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})"
     command -v apt-get >/dev/null || die "missing packages ${missing[*]} and no apt-get to install them"
@@ -111,11 +114,7 @@ apt_install() {
     mkdir -p "$DEV_DIR"
     exec 7>"$DEV_DIR/apt.lock"
     flock 7
-    local wanted=("${missing[@]}")
-    missing=()
-    for pkg in "${wanted[@]}"; do
-        pkg_installed "$pkg" || missing+=("$pkg")
-    done
+    mapfile -t missing < <(_missing_debs "${missing[@]}")
     if ((${#missing[@]})); then
         _apt_get_install "${missing[@]}"
     fi
@@ -221,6 +220,22 @@ bootstrap_deploy_venv() {
     venv_ensure "$DEPLOY_VENV" "$MLSTACK_ROOT/requirements-deploy.txt" -r requirements-deploy.txt
     flock -u 8
     exec 8>&-
+}
+
+# prepare_suite: what bin/test needs before its broker starts (bin/test-all runs it once
+# before its lanes, so the parts never install side by side).
+prepare_suite() {
+    command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+    apt_install chromium chromium-driver # headless browser tests of /dashboard and /docs (selenium)
+    bootstrap_venvs
+    bootstrap_deploy_venv
+}
+
+# prepare_host_tests: what bin/test-hosts needs (root: debootstrap, systemd-nspawn).
+prepare_host_tests() {
+    apt_install debootstrap systemd-container slirp4netns socat openssh-client iproute2
+    bootstrap_venvs
+    bootstrap_deploy_venv
 }
 
 # ---------------------------------------------------------------- pidfiles

@@ -469,13 +469,12 @@ class Harness:
             thread.start()
         for thread in stoppers:
             thread.join()
-        stopped = list(self.hosts)
+        # Only this run's leftovers below: the other scenario's hosts may be running beside it.
+        names = [host.name for host in self.hosts]
         self.hosts.clear()
         if self.network is not None:
             self.network.close()
         # nspawn leaves these behind (here /run is no tmpfs).
-        # Only this run's: the other scenario's hosts may be running beside it.
-        names = [host.name for host in stopped]
         for leftover in ("/run/systemd/nspawn/locks", "/run/systemd/nspawn/propagate"):
             for path in Path(leftover).glob("*"):
                 if any(name in path.name for name in names):
